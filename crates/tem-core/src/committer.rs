@@ -1,0 +1,230 @@
+//! Group commit: every write on the hot path (outcomes, claims, lease renewals, rescues) goes
+//! through one background task that folds whatever has queued up into a single transaction.
+//!
+//! While one transaction is being fsynced, the next one's requests accumulate, so the batch size
+//! adapts to the load by itself: one task at a time when idle, hundreds per commit when busy,
+//! with no timer adding latency. A request is answered only after its transaction committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::store::{ClaimRequest, ClaimResult, CycleInput, CycleOutput, OutcomeRow, RenewRequest, Store};
+use crate::task::TaskId;
+
+/// Most outcomes folded into one transaction; beyond that the next cycle takes the rest.
+const MAX_OUTCOMES_PER_CYCLE: usize = 2048;
+/// How long a cycle keeps retrying a transaction that failed with a transient error.
+const TRANSIENT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+type Reply<T> = oneshot::Sender<Result<T, Arc<Error>>>;
+
+enum Request {
+    Outcome(OutcomeRow, Reply<bool>),
+    Claim(ClaimRequest, Reply<ClaimResult>),
+    Renew(RenewRequest, Reply<Vec<TaskId>>),
+    Rescue(Reply<u64>),
+}
+
+/// Handle to the group-commit task.
+#[derive(Clone, Debug)]
+pub(crate) struct Committer {
+    requests: mpsc::UnboundedSender<Request>,
+    closing: CancellationToken,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Outcome(..) => "Outcome",
+            Request::Claim(..) => "Claim",
+            Request::Renew(..) => "Renew",
+            Request::Rescue(..) => "Rescue",
+        })
+    }
+}
+
+impl Committer {
+    /// Starts the group-commit task; it ends when every handle is dropped or on [`Self::close`].
+    pub fn spawn(store: Store, events: broadcast::Sender<Event>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(run(store, receiver, events, closing.clone()));
+        (Committer { requests, closing }, task)
+    }
+
+    /// Stops accepting requests; those already queued are still committed.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Records an outcome; resolves once committed, `true` if the lease still held.
+    pub async fn outcome(&self, row: OutcomeRow) -> Result<bool> {
+        self.call(|reply| Request::Outcome(row, reply)).await
+    }
+
+    pub async fn claim(&self, request: ClaimRequest) -> Result<ClaimResult> {
+        self.call(|reply| Request::Claim(request, reply)).await
+    }
+
+    pub async fn renew(&self, request: RenewRequest) -> Result<Vec<TaskId>> {
+        self.call(|reply| Request::Renew(request, reply)).await
+    }
+
+    pub async fn rescue(&self) -> Result<u64> {
+        self.call(Request::Rescue).await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(make(reply)).map_err(|_| Error::Closed)?;
+        match answer.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(Error::Commit(error)),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+    events: broadcast::Sender<Event>,
+    closing: CancellationToken,
+) {
+    let mut queued: Vec<Request> = Vec::new();
+    let mut closed = false;
+    loop {
+        if queued.is_empty() {
+            tokio::select! {
+                request = receiver.recv() => match request {
+                    Some(request) => queued.push(request),
+                    None => break,
+                },
+                // After close(), recv() still yields what was sent before, then None.
+                () = closing.cancelled(), if !closed => {
+                    receiver.close();
+                    closed = true;
+                    continue;
+                }
+            }
+        }
+        // Take everything that arrived while the previous transaction was committing.
+        while let Ok(request) = receiver.try_recv() {
+            queued.push(request);
+        }
+        let take = cycle_size(&queued);
+        let batch: Vec<Request> = queued.drain(..take).collect();
+        let (input, replies) = split(batch);
+        match commit(&store, &input).await {
+            Ok(output) => {
+                for progress in &output.progress {
+                    // No subscribers is fine.
+                    let _ = events.send(Event::Progress(progress.clone()));
+                }
+                answer(replies, output);
+            }
+            Err(error) => {
+                tracing::error!(%error, "group commit failed");
+                let error = Arc::new(error);
+                for reply in replies {
+                    reply.fail(error.clone());
+                }
+            }
+        }
+    }
+}
+
+/// How many queued requests the next cycle takes: all, unless outcomes overflow one cycle.
+fn cycle_size(queued: &[Request]) -> usize {
+    let mut outcomes = 0;
+    for (i, request) in queued.iter().enumerate() {
+        if matches!(request, Request::Outcome(..)) {
+            outcomes += 1;
+            if outcomes > MAX_OUTCOMES_PER_CYCLE {
+                return i;
+            }
+        }
+    }
+    queued.len()
+}
+
+async fn commit(store: &Store, input: &CycleInput) -> Result<CycleOutput> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match store.run_cycle(input).await {
+            Err(error) if error.is_transient() && started.elapsed() < TRANSIENT_RETRY_BUDGET => {
+                tracing::warn!(%error, "group commit hit a transient error; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+enum Pending {
+    Outcome(Reply<bool>),
+    Claim(Reply<ClaimResult>),
+    Renew(Reply<Vec<TaskId>>),
+    Rescue(Reply<u64>),
+}
+
+impl Pending {
+    fn fail(self, error: Arc<Error>) {
+        // A dropped receiver means the caller stopped waiting; nothing to tell.
+        let _ = match self {
+            Pending::Outcome(r) => r.send(Err(error)).is_ok(),
+            Pending::Claim(r) => r.send(Err(error)).is_ok(),
+            Pending::Renew(r) => r.send(Err(error)).is_ok(),
+            Pending::Rescue(r) => r.send(Err(error)).is_ok(),
+        };
+    }
+}
+
+fn split(requests: Vec<Request>) -> (CycleInput, Vec<Pending>) {
+    let mut input = CycleInput::default();
+    let mut replies = Vec::with_capacity(requests.len());
+    for request in requests {
+        match request {
+            Request::Outcome(row, reply) => {
+                input.outcomes.push(row);
+                replies.push(Pending::Outcome(reply));
+            }
+            Request::Claim(claim, reply) => {
+                input.claims.push(claim);
+                replies.push(Pending::Claim(reply));
+            }
+            Request::Renew(renew, reply) => {
+                input.renewals.push(renew);
+                replies.push(Pending::Renew(reply));
+            }
+            Request::Rescue(reply) => {
+                input.rescue = true;
+                replies.push(Pending::Rescue(reply));
+            }
+        }
+    }
+    (input, replies)
+}
+
+fn answer(replies: Vec<Pending>, output: CycleOutput) {
+    let mut accepted = output.accepted.into_iter();
+    let mut claims = output.claims.into_iter();
+    let mut renewed = output.renewed.into_iter();
+    for reply in replies {
+        let _ = match reply {
+            Pending::Outcome(r) => r.send(Ok(accepted.next().unwrap_or(false))).is_ok(),
+            Pending::Claim(r) => r
+                .send(Ok(claims.next().unwrap_or(ClaimResult::Claimed(Vec::new()))))
+                .is_ok(),
+            Pending::Renew(r) => r.send(Ok(renewed.next().unwrap_or_default())).is_ok(),
+            Pending::Rescue(r) => r.send(Ok(output.rescued)).is_ok(),
+        };
+    }
+}

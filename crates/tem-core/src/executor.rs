@@ -1,0 +1,188 @@
+//! Runs one claimed task: calls its handler under a deadline and cancellation, turns what
+//! happened into an outcome (retry when, fail, complete), feeds the limits, and hands the outcome
+//! to the group commit.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::handler::TaskContext;
+use crate::lane::Lane;
+use crate::limit::ConcurrencyPermit;
+use crate::outcome::{ErrorKind, TaskError};
+use crate::store::{ClaimedTask, Next, OutcomeRow};
+use crate::task::AttemptOutcome;
+use crate::time::{duration_ms, now_ms};
+use crate::worker::Shared;
+
+/// How an attempt ended, before it is turned into a row.
+enum Ending {
+    Finished(Result<Option<String>, TaskError>),
+    /// The worker was aborted: give the task back without charging the attempt.
+    Aborted,
+    /// Another worker owns the task now; whatever we write would be fenced off.
+    LeaseLost,
+}
+
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    lane: Arc<Lane>,
+    task: ClaimedTask,
+    permit: ConcurrencyPermit,
+    cancel: CancellationToken,
+) {
+    let span = tracing::info_span!(
+        "task",
+        id = task.id.0,
+        batch = task.batch_id.0,
+        kind = %task.kind,
+        attempt = task.attempt
+    );
+    run(shared, lane, task, permit, cancel).instrument(span).await;
+}
+
+async fn run(shared: Arc<Shared>, lane: Arc<Lane>, task: ClaimedTask, permit: ConcurrencyPermit, cancel: CancellationToken) {
+    let timeout = shared.timeout_for(task.batch_id).await;
+    let gate = async {
+        if let Some(gate) = &lane.start_gate {
+            gate.acquire().await;
+        }
+    };
+    let cancelled_at_gate = tokio::select! {
+        () = gate => false,
+        () = cancel.cancelled() => true,
+    };
+    // Nothing awaits between the gate and the handler's first poll.
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let deadline = timeout.map(|t| started + t);
+    let ctx = TaskContext::new(
+        task.id,
+        task.batch_id,
+        task.kind.as_str().into(),
+        task.attempt,
+        task.max_attempts,
+        deadline,
+        cancel.clone(),
+    );
+
+    let ending = match shared.handler(&task.kind) {
+        _ if cancelled_at_gate => {
+            if shared.is_aborting() { Ending::Aborted } else { Ending::LeaseLost }
+        }
+        // Claims only ask for registered types, so this is a schema-level surprise.
+        None => Ending::Finished(Err(TaskError::non_retryable(format!(
+            "no handler registered for task type `{}`",
+            task.kind
+        )))),
+        Some(handler) => {
+            let call = AssertUnwindSafe(handler.call(&task.payload, ctx.clone())).catch_unwind();
+            let expiry = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                result = call => Ending::Finished(result.unwrap_or_else(|panic| {
+                    Err(TaskError::retryable(format!("the handler panicked: {}", panic_message(&panic))))
+                })),
+                () = expiry => {
+                    cancel.cancel();
+                    let after = timeout.map(|t| format!("{t:?}")).unwrap_or_default();
+                    Ending::Finished(Err(TaskError::new(ErrorKind::Timeout, format!("timed out after {after}"))))
+                }
+                () = cancel.cancelled() => {
+                    if shared.is_aborting() { Ending::Aborted } else { Ending::LeaseLost }
+                }
+            }
+        }
+    };
+    // Free the slot before committing: the next claim can ride in the same transaction.
+    drop(permit);
+
+    let finished_ms = now_ms().max(started_ms);
+    let (next, outcome, error) = match ending {
+        Ending::LeaseLost => {
+            tracing::warn!("lease lost while running; another worker owns the task now, outcome dropped");
+            shared.finish(task.id);
+            return;
+        }
+        Ending::Aborted => (Next::Release, AttemptOutcome::Aborted, Some(TaskError::retryable("worker aborted"))),
+        Ending::Finished(Ok(result)) => {
+            shared.concurrency.on_success();
+            (Next::Complete { result }, AttemptOutcome::Succeeded, None)
+        }
+        Ending::Finished(Err(error)) => {
+            let next = next_after_failure(&shared, &lane, &task, &error, started).await;
+            (next, error.kind.into(), Some(error))
+        }
+    };
+    if let (Some(budget), Some(actual)) = (&lane.budget, ctx.reported_cost()) {
+        budget.correct(task.cost, actual);
+    }
+    let pause = error.as_ref().and_then(|e| {
+        let wait = e.retry_after?;
+        matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Overloaded)
+            .then(|| (lane.key.clone(), finished_ms.saturating_add(duration_ms(wait))))
+    });
+    match &error {
+        Some(e) => tracing::debug!(outcome = outcome.as_str(), error = %e, "attempt failed"),
+        None => tracing::trace!("attempt succeeded"),
+    }
+    let row = OutcomeRow {
+        task_id: task.id,
+        lease_token: task.lease_token,
+        batch_id: task.batch_id,
+        attempt: task.attempt,
+        worker: shared.owner.clone(),
+        started_at: started_ms,
+        finished_at: finished_ms,
+        next,
+        outcome,
+        http_status: error.as_ref().and_then(|e| e.http_status),
+        message: error.map(|e| e.message),
+        pause,
+    };
+    shared.mark_reporting(task.id);
+    let next = row.next.clone();
+    match shared.engine.committer().outcome(row).await {
+        Ok(true) => shared.count(&next),
+        Ok(false) => tracing::warn!("lease was taken over before the outcome committed; outcome dropped"),
+        Err(error) => shared.fail(error),
+    }
+    shared.finish(task.id);
+}
+
+/// Retry (when, honouring Retry-After) or fail; pauses the key and shrinks concurrency on
+/// rate-limit and overload responses.
+async fn next_after_failure(shared: &Shared, lane: &Lane, task: &ClaimedTask, error: &TaskError, started: Instant) -> Next {
+    if matches!(error.kind, ErrorKind::RateLimited | ErrorKind::Overloaded) {
+        shared.concurrency.on_congestion(started);
+        if let Some(wait) = error.retry_after {
+            lane.pause_until(Instant::now() + wait);
+        }
+    }
+    if !error.kind.is_retryable() || task.attempt >= task.max_attempts {
+        return Next::Fail;
+    }
+    let policy = shared.retry_policy(task.batch_id).await;
+    let delay = policy.delay(task.attempt, error.retry_after);
+    shared.note_retry(Instant::now() + delay);
+    Next::Retry {
+        run_after: now_ms().saturating_add(duration_ms(delay)),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}

@@ -1,0 +1,124 @@
+//! A lane: the task types that share one limit key (by default, one type), with that key's rate
+//! limit, budget, pause and idle state. The worker claims lane by lane so that a throttled or
+//! paused key never holds up the others, and so that throttled tasks stay `pending`.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use crate::limit::{Budget, Quota, RateLimiter};
+
+/// Limits of one key: requests per period and an optional weighted budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Calls per period (GCRA; never more than `count` in any window of `period`).
+    pub rate: Option<Quota>,
+    /// Cost units (e.g. tokens) per period; each task spends its cost.
+    pub budget: Option<Quota>,
+}
+
+impl Limits {
+    /// Only a rate limit.
+    pub fn rate(quota: Quota) -> Self {
+        Limits {
+            rate: Some(quota),
+            budget: None,
+        }
+    }
+
+    /// Adds a weighted budget.
+    pub fn with_budget(mut self, quota: Quota) -> Self {
+        self.budget = Some(quota);
+        self
+    }
+}
+
+/// Whether a lane can claim now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Ready,
+    /// Not before `until`; `idle` when the reason is that its last claim found nothing.
+    Wait { until: Instant, idle: bool },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    paused_until: Option<Instant>,
+    idle_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub key: Arc<str>,
+    /// JSON array of the lane's task types, as the claim statement takes them.
+    pub types_json: Arc<str>,
+    /// Admission: the loop takes a grant before claiming, so throttled tasks stay `pending`.
+    pub rate: Option<RateLimiter>,
+    /// The same quota, passed by the executor right before the handler starts. Admission alone
+    /// cannot promise the quota at the moment calls start: claim latency varies, and a late
+    /// start followed by a prompt one would be closer than the quota allows. This gate measures
+    /// actual starts; it normally opens at once because admission already paced them.
+    pub start_gate: Option<RateLimiter>,
+    pub budget: Option<Budget>,
+    state: Mutex<State>,
+}
+
+impl Lane {
+    pub fn new(key: Arc<str>, types: &[String], limits: Limits) -> Self {
+        Lane {
+            key,
+            types_json: serde_json::to_string(types).unwrap_or_else(|_| "[]".into()).into(),
+            rate: limits.rate.map(RateLimiter::new),
+            start_gate: limits.rate.map(RateLimiter::new),
+            budget: limits.budget.map(Budget::new),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn readiness(&self, now: Instant) -> Readiness {
+        let state = self.lock();
+        if let Some(until) = state.paused_until.filter(|&t| t > now) {
+            return Readiness::Wait { until, idle: false };
+        }
+        if let Some(until) = state.idle_until.filter(|&t| t > now) {
+            return Readiness::Wait { until, idle: true };
+        }
+        drop(state);
+        let limited = [
+            self.rate.as_ref().map(RateLimiter::ready_at),
+            self.budget.as_ref().map(Budget::ready_at),
+        ];
+        match limited.into_iter().flatten().max() {
+            Some(until) if until > now => Readiness::Wait { until, idle: false },
+            _ => Readiness::Ready,
+        }
+    }
+
+    /// No claims before `until` (a Retry-After); never shortens a pause.
+    pub fn pause_until(&self, until: Instant) {
+        let mut state = self.lock();
+        state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+        drop(state);
+        for rate in self.rate.iter().chain(self.start_gate.iter()) {
+            rate.pause_until(until);
+        }
+        if let Some(budget) = &self.budget {
+            budget.pause_until(until);
+        }
+        tracing::info!(key = %self.key, "limit key paused after a Retry-After");
+    }
+
+    /// The last claim found nothing: do not ask again before `until` unless woken.
+    pub fn mark_idle(&self, until: Instant) {
+        self.lock().idle_until = Some(until);
+    }
+
+    /// New work may exist (enqueue, retry due, rescue): forget the idle mark.
+    pub fn wake(&self) {
+        self.lock().idle_until = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

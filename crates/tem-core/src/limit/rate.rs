@@ -1,0 +1,358 @@
+//! Rate limiting with GCRA (the generic cell rate algorithm): one timestamp per limiter.
+//!
+//! Why our own and not `governor`: the engine changes quotas at run time (learned from
+//! headers, adaptive), pauses a key until a Retry-After has passed, refunds a grant when a claim
+//! came back empty, and will keep the same one timestamp in a database row when limits are
+//! shared across processes. `governor` fits a fixed in-process quota; GCRA itself is ten lines.
+//!
+//! The guarantee: never more than `count` grants in any window of length `period`. With the
+//! default `burst` of 1, grants are evenly paced `period / count` apart with no initial burst.
+//! A burst of `b` lets `b` grants go back to back, and to keep the guarantee the sustained pace
+//! becomes `period / (count - b + 1)`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// `count` per `period`, at most `burst` back to back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub count: u32,
+    #[serde(rename = "period_ms", with = "crate::time::serde_ms")]
+    pub period: Duration,
+    pub burst: u32,
+}
+
+impl Quota {
+    /// `count` per `period`, evenly paced.
+    pub fn new(count: u32, period: Duration) -> Result<Self> {
+        let quota = Quota {
+            count,
+            period,
+            burst: 1,
+        };
+        quota.validate()?;
+        Ok(quota)
+    }
+
+    /// `count` per second.
+    pub fn per_second(count: u32) -> Result<Self> {
+        Self::new(count, Duration::from_secs(1))
+    }
+
+    /// `count` per minute.
+    pub fn per_minute(count: u32) -> Result<Self> {
+        Self::new(count, Duration::from_secs(60))
+    }
+
+    /// Allows `burst` grants back to back (see the module docs for the cost).
+    pub fn with_burst(mut self, burst: u32) -> Result<Self> {
+        self.burst = burst;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks the fields, naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.count == 0 {
+            return Err(Error::invalid("rate count", "must be at least 1 per period"));
+        }
+        if self.period.is_zero() {
+            return Err(Error::invalid("rate period", "must be longer than zero"));
+        }
+        if self.burst == 0 || self.burst > self.count {
+            return Err(Error::invalid(
+                "rate burst",
+                format!("must be between 1 and the count ({})", self.count),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Time between grants at the sustained pace.
+    pub fn interval(&self) -> Duration {
+        self.period / (self.count - self.burst + 1)
+    }
+
+    fn tolerance(&self) -> Duration {
+        self.interval() * (self.burst - 1)
+    }
+}
+
+/// The GCRA state: the theoretical arrival time of the next grant.
+#[derive(Debug)]
+pub struct Gcra {
+    quota: Quota,
+    tat: Option<Instant>,
+    paused_until: Option<Instant>,
+    last_grant: u64,
+}
+
+/// Proof of one grant, for [`Gcra::refund`].
+#[derive(Clone, Copy, Debug)]
+pub struct Grant {
+    seq: u64,
+    previous_tat: Option<Instant>,
+}
+
+impl Gcra {
+    /// A limiter with `quota` and no history.
+    pub fn new(quota: Quota) -> Self {
+        Gcra {
+            quota,
+            tat: None,
+            paused_until: None,
+            last_grant: 0,
+        }
+    }
+
+    /// The quota in force.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// The earliest instant the next grant is allowed (`now` if allowed now).
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        let mut at = now;
+        if let Some(tat) = self.tat {
+            let earliest = tat.checked_sub(self.quota.tolerance()).unwrap_or(tat);
+            at = at.max(earliest);
+        }
+        if let Some(paused) = self.paused_until {
+            at = at.max(paused);
+        }
+        at
+    }
+
+    /// Takes one grant at `now`, or says when to come back.
+    pub fn try_take(&mut self, now: Instant) -> std::result::Result<Grant, Instant> {
+        self.try_take_weighted(now, 1)
+    }
+
+    /// Takes a grant worth `weight` cells (weights for budgets such as tokens per minute).
+    pub fn try_take_weighted(&mut self, now: Instant, weight: u64) -> std::result::Result<Grant, Instant> {
+        let ready = self.ready_at(now);
+        if ready > now {
+            return Err(ready);
+        }
+        let previous_tat = self.tat;
+        self.charge(now, weight);
+        self.last_grant += 1;
+        Ok(Grant {
+            seq: self.last_grant,
+            previous_tat,
+        })
+    }
+
+    /// Moves the schedule by `weight` cells without checking (a cost learned after the fact).
+    pub fn charge(&mut self, now: Instant, weight: u64) {
+        let base = self.tat.map_or(now, |tat| tat.max(now));
+        let step = self.quota.interval().saturating_mul(u32::try_from(weight).unwrap_or(u32::MAX));
+        self.tat = Some(base + step);
+    }
+
+    /// Gives back `weight` cells charged too much (a cost that turned out lower than estimated).
+    pub fn credit(&mut self, now: Instant, weight: u64) {
+        if let Some(tat) = self.tat {
+            let step = self.quota.interval().saturating_mul(u32::try_from(weight).unwrap_or(u32::MAX));
+            self.tat = Some(tat.checked_sub(step).unwrap_or(now).max(now));
+        }
+    }
+
+    /// Undoes `grant` if nothing was granted after it (the claim it paid for found no task).
+    pub fn refund(&mut self, grant: Grant) {
+        if grant.seq == self.last_grant {
+            self.tat = grant.previous_tat;
+        }
+    }
+
+    /// No grant before `until` (a Retry-After); never shortens an existing pause.
+    pub fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    /// Replaces the quota; the schedule already promised stands.
+    pub fn set_quota(&mut self, quota: Quota) {
+        self.quota = quota;
+    }
+}
+
+/// A shareable, FIFO-fair async rate limiter over [`Gcra`].
+#[derive(Debug)]
+pub struct RateLimiter {
+    gcra: Mutex<Gcra>,
+    // Waiters queue here one behind the other (tokio's mutex is fair), so a refill wakes exactly
+    // one of them instead of a thundering herd.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl RateLimiter {
+    /// A limiter enforcing `quota`.
+    pub fn new(quota: Quota) -> Self {
+        RateLimiter {
+            gcra: Mutex::new(Gcra::new(quota)),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Waits for a grant, in arrival order.
+    pub async fn acquire(&self) -> Grant {
+        let _turn = self.turn.lock().await;
+        loop {
+            let next = match self.with(|g| g.try_take(Instant::now())) {
+                Ok(grant) => return grant,
+                Err(at) => at,
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+
+    /// A grant now, or `None`.
+    pub fn try_acquire(&self) -> Option<Grant> {
+        self.with(|g| g.try_take(Instant::now())).ok()
+    }
+
+    /// When the next grant would be allowed.
+    pub fn ready_at(&self) -> Instant {
+        self.with(|g| g.ready_at(Instant::now()))
+    }
+
+    /// See [`Gcra::refund`].
+    pub fn refund(&self, grant: Grant) {
+        self.with(|g| g.refund(grant));
+    }
+
+    /// See [`Gcra::pause_until`].
+    pub fn pause_until(&self, until: Instant) {
+        self.with(|g| g.pause_until(until));
+    }
+
+    /// See [`Gcra::set_quota`].
+    pub fn set_quota(&self, quota: Quota) {
+        self.with(|g| g.set_quota(quota));
+    }
+
+    /// The quota in force.
+    pub fn quota(&self) -> Quota {
+        self.with(|g| g.quota())
+    }
+
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Gcra) -> T) -> T {
+        // A poisoned lock only means another thread panicked mid-update of plain numbers.
+        let mut guard = self.gcra.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_in_window(times: &[Instant], window: Duration) -> usize {
+        times
+            .iter()
+            .map(|&start| times.iter().filter(|&&t| t >= start && t < start + window).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn evenly_paced_without_initial_burst() {
+        let quota = Quota::per_second(5).unwrap();
+        let mut g = Gcra::new(quota);
+        let t0 = Instant::now();
+        assert!(g.try_take(t0).is_ok());
+        let next = g.try_take(t0).unwrap_err();
+        assert_eq!(next - t0, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn never_more_than_count_in_any_window_when_greedy() {
+        for burst in [1, 3, 10] {
+            let quota = Quota::new(10, Duration::from_millis(1000)).unwrap().with_burst(burst).unwrap();
+            let mut g = Gcra::new(quota);
+            let t0 = Instant::now();
+            let mut grants = Vec::new();
+            let mut now = t0;
+            // A greedy client taking all it can, every millisecond, for five seconds.
+            while now < t0 + Duration::from_secs(5) {
+                while g.try_take(now).is_ok() {
+                    grants.push(now);
+                }
+                now += Duration::from_millis(1);
+            }
+            assert!(max_in_window(&grants, quota.period) <= 10, "burst {burst}");
+            let first_burst = grants.iter().take_while(|&&t| t == t0).count();
+            assert_eq!(first_burst, burst as usize, "burst {burst} goes back to back");
+        }
+    }
+
+    #[test]
+    fn refund_only_undoes_the_latest_grant() {
+        let mut g = Gcra::new(Quota::per_second(1).unwrap());
+        let t0 = Instant::now();
+        let a = g.try_take(t0).unwrap();
+        g.refund(a);
+        let b = g.try_take(t0).expect("refunded grant is available again");
+        let later = t0 + Duration::from_secs(1);
+        let _c = g.try_take(later).unwrap();
+        g.refund(b); // stale: a grant happened after b
+        assert!(g.try_take(later).is_err());
+    }
+
+    #[test]
+    fn pause_blocks_until_its_end_and_never_shrinks() {
+        let mut g = Gcra::new(Quota::per_second(100).unwrap());
+        let t0 = Instant::now();
+        g.pause_until(t0 + Duration::from_secs(3));
+        g.pause_until(t0 + Duration::from_secs(1));
+        assert_eq!(g.try_take(t0).unwrap_err(), t0 + Duration::from_secs(3));
+        assert!(g.try_take(t0 + Duration::from_secs(3)).is_ok());
+    }
+
+    #[test]
+    fn weighted_grants_consume_proportionally() {
+        let mut g = Gcra::new(Quota::new(1000, Duration::from_secs(60)).unwrap());
+        let t0 = Instant::now();
+        g.try_take_weighted(t0, 500).unwrap();
+        // 500 of 1000 tokens per minute: the next grant waits 30 s.
+        assert_eq!(g.try_take(t0).unwrap_err() - t0, Duration::from_secs(30));
+        g.credit(t0, 250);
+        assert_eq!(g.try_take(t0).unwrap_err() - t0, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn bad_quotas_name_their_field() {
+        assert!(Quota::per_second(0).unwrap_err().to_string().contains("rate count"));
+        assert!(Quota::new(1, Duration::ZERO).unwrap_err().to_string().contains("rate period"));
+        let err = Quota::per_second(5).unwrap().with_burst(6).unwrap_err();
+        assert!(err.to_string().contains("burst"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_order_at_the_quota() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(Quota::per_second(10).unwrap()));
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for i in 0..20u32 {
+            let limiter = limiter.clone();
+            handles.push(tokio::spawn(async move {
+                limiter.acquire().await;
+                (i, Instant::now())
+            }));
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        for h in handles {
+            got.push(h.await.unwrap());
+        }
+        let times: Vec<Instant> = got.iter().map(|(_, t)| *t).collect();
+        assert!(max_in_window(&times, Duration::from_secs(1)) <= 10);
+        assert_eq!(*times.last().unwrap() - t0, Duration::from_millis(1900));
+        assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "FIFO order");
+    }
+}

@@ -1,0 +1,201 @@
+//! Storage: the operations the engine needs from a database, one module per backend.
+//!
+//! Each backend writes its own SQL (no lowest-common-denominator layer): the hot path is a
+//! handful of set-based statements per group commit, and those are where backends differ.
+//! The types here are what crosses the boundary; the committer and the engine never see SQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::batch::BatchId;
+pub(crate) use crate::events::BatchProgress;
+use crate::task::{AttemptOutcome, TaskId};
+use crate::time::Millis;
+
+pub(crate) mod sqlite;
+
+pub(crate) use sqlite::SqliteStore as Store;
+
+/// A worker asking for up to `max` runnable tasks of some types.
+#[derive(Clone, Debug)]
+pub(crate) struct ClaimRequest {
+    /// The lease owner written on claimed rows (unique per worker instance).
+    pub owner: Arc<str>,
+    /// JSON array of the task types the worker can run (never claim what it cannot run).
+    pub types_json: Arc<str>,
+    /// Only this batch, or every active batch (oldest first).
+    pub batch: Option<BatchId>,
+    pub max: u32,
+    pub lease: Duration,
+    /// A limit key whose durable pause must be respected.
+    pub pause_key: Option<Arc<str>>,
+}
+
+/// What a claim produced.
+#[derive(Debug)]
+pub(crate) enum ClaimResult {
+    Claimed(Vec<ClaimedTask>),
+    /// The limit key is paused (e.g. by a 429 with Retry-After seen by another process).
+    Paused { until: Millis },
+}
+
+/// A task now leased to the claiming worker.
+#[derive(Clone, Debug)]
+pub(crate) struct ClaimedTask {
+    pub id: TaskId,
+    pub batch_id: BatchId,
+    pub kind: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub cost: u64,
+    pub payload: String,
+    pub lease_token: i64,
+}
+
+/// Where a task goes after an attempt.
+#[derive(Clone, Debug)]
+pub(crate) enum Next {
+    Complete { result: Option<String> },
+    Retry { run_after: Millis },
+    Fail,
+    /// Back to pending without charging the attempt (the worker was aborted).
+    Release,
+}
+
+/// One finished attempt, fenced by the lease it ran under.
+#[derive(Clone, Debug)]
+pub(crate) struct OutcomeRow {
+    pub task_id: TaskId,
+    pub lease_token: i64,
+    pub batch_id: BatchId,
+    pub attempt: u32,
+    pub worker: Arc<str>,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub next: Next,
+    pub outcome: AttemptOutcome,
+    pub http_status: Option<u16>,
+    pub message: Option<String>,
+    /// Pause this limit key until then (a 429 with Retry-After), in the same commit.
+    pub pause: Option<(Arc<str>, Millis)>,
+}
+
+/// Extend the leases of a worker's in-flight tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct RenewRequest {
+    pub owner: Arc<str>,
+    pub ids: Vec<TaskId>,
+    pub expires_at: Millis,
+}
+
+/// Everything one group commit does, in one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct CycleInput {
+    pub outcomes: Vec<OutcomeRow>,
+    pub rescue: bool,
+    pub renewals: Vec<RenewRequest>,
+    pub claims: Vec<ClaimRequest>,
+}
+
+/// What one group commit did, index-aligned with its input.
+#[derive(Debug, Default)]
+pub(crate) struct CycleOutput {
+    /// Per outcome: whether the lease still held (false: someone else owns the task now).
+    pub accepted: Vec<bool>,
+    /// Per renewal: the ids whose lease was extended.
+    pub renewed: Vec<Vec<TaskId>>,
+    /// Per claim.
+    pub claims: Vec<ClaimResult>,
+    /// Attempts returned to the queue (or failed) because their lease expired.
+    pub rescued: u64,
+    /// Batches whose counters changed, as committed.
+    pub progress: Vec<BatchProgress>,
+}
+
+/// Counter changes for one batch inside one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BatchDelta {
+    pub total: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub retried: i64,
+    pub rate_limited: i64,
+    pub overloaded: i64,
+    pub timed_out: i64,
+    pub lost: i64,
+    /// A task succeeded in this transaction: the consecutive-failure run restarts from
+    /// `consecutive_added` instead of growing by it.
+    pub consecutive_reset: bool,
+    pub consecutive_added: i64,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+impl BatchDelta {
+    /// Records one attempt's effect: the task leaves `running` for `next`.
+    pub fn record_outcome(&mut self, next: &Next, outcome: AttemptOutcome, at: Millis) {
+        self.running -= 1;
+        match next {
+            Next::Complete { .. } => {
+                self.completed += 1;
+                self.consecutive_reset = true;
+                self.consecutive_added = 0;
+                self.finished(at);
+            }
+            Next::Fail => {
+                self.failed += 1;
+                self.consecutive_added += 1;
+                self.finished(at);
+            }
+            Next::Retry { .. } => {
+                self.pending += 1;
+                self.retried += 1;
+            }
+            Next::Release => self.pending += 1,
+        }
+        match outcome {
+            AttemptOutcome::RateLimited => self.rate_limited += 1,
+            AttemptOutcome::Overloaded => self.overloaded += 1,
+            AttemptOutcome::Timeout => self.timed_out += 1,
+            AttemptOutcome::LeaseExpired => self.lost += 1,
+            _ => {}
+        }
+    }
+
+    fn finished(&mut self, at: Millis) {
+        self.finished_at = Some(self.finished_at.map_or(at, |t| t.max(at)));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == BatchDelta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_failures_restart_after_a_success_in_the_same_commit() {
+        let mut d = BatchDelta::default();
+        d.record_outcome(&Next::Fail, AttemptOutcome::Retryable, 1);
+        d.record_outcome(&Next::Complete { result: None }, AttemptOutcome::Succeeded, 2);
+        d.record_outcome(&Next::Fail, AttemptOutcome::NonRetryable, 3);
+        assert!(d.consecutive_reset);
+        assert_eq!(d.consecutive_added, 1);
+        assert_eq!((d.running, d.completed, d.failed), (-3, 1, 2));
+        assert_eq!(d.finished_at, Some(3));
+    }
+
+    #[test]
+    fn retries_and_releases_go_back_to_pending() {
+        let mut d = BatchDelta::default();
+        d.record_outcome(&Next::Retry { run_after: 9 }, AttemptOutcome::RateLimited, 1);
+        d.record_outcome(&Next::Release, AttemptOutcome::Aborted, 1);
+        assert_eq!((d.pending, d.running, d.retried, d.rate_limited), (2, -2, 1, 1));
+        assert_eq!(d.finished_at, None);
+    }
+}

@@ -1,0 +1,139 @@
+//! Steering a batch by hand: resume, retry-failed, cancel. Each is one transaction that moves
+//! tasks and counters together, so the counters never disagree with the rows.
+
+use sqlx::SqliteConnection;
+
+use super::SqliteStore;
+use super::batches::{apply_delta, status_in_tx};
+use crate::batch::{BatchId, BatchStatus, Resumed};
+use crate::error::{Error, Result};
+use crate::store::{BatchDelta, BatchProgress};
+use crate::time::{Millis, now_ms};
+
+impl SqliteStore {
+    pub async fn resume(&self, batch: BatchId) -> Result<(Resumed, BatchProgress)> {
+        let now = now_ms();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let (code, status) = status_in_tx(&mut tx, batch).await?;
+        if matches!(status, BatchStatus::Cancelled | BatchStatus::Completed) {
+            return Err(Error::BatchState {
+                code,
+                status,
+                operation: "resume it (use retry-failed to run its failed tasks again)",
+            });
+        }
+        let requeued = requeue_stranded(&mut tx, batch, now).await?;
+        let reactivated = status == BatchStatus::Interrupted;
+        if reactivated {
+            reactivate(&mut tx, batch).await?;
+        }
+        let n = i64::try_from(requeued).unwrap_or(i64::MAX);
+        let delta = BatchDelta {
+            running: -n,
+            pending: n,
+            ..Default::default()
+        };
+        let progress = apply_delta(&mut tx, batch, &delta, now).await?;
+        tx.commit().await?;
+        Ok((Resumed { requeued, reactivated }, progress))
+    }
+
+    /// Failed tasks back to pending with a fresh attempt budget and no stale error or result.
+    pub async fn retry_failed(&self, batch: BatchId) -> Result<(u64, BatchProgress)> {
+        let now = now_ms();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let (code, status) = status_in_tx(&mut tx, batch).await?;
+        if status == BatchStatus::Cancelled {
+            return Err(Error::BatchState {
+                code,
+                status,
+                operation: "retry its failed tasks",
+            });
+        }
+        let reset = sqlx::query(
+            "UPDATE task SET status = 'pending', attempt = 0, last_error = NULL, result = NULL, \
+                 finished_at = NULL, run_after = ? \
+             WHERE batch_id = ? AND status = 'failed'",
+        )
+        .bind(now)
+        .bind(batch.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if reset > 0 && status == BatchStatus::Completed {
+            reactivate(&mut tx, batch).await?;
+        }
+        let n = i64::try_from(reset).unwrap_or(i64::MAX);
+        let delta = BatchDelta {
+            failed: -n,
+            pending: n,
+            consecutive_reset: true,
+            ..Default::default()
+        };
+        let progress = apply_delta(&mut tx, batch, &delta, now).await?;
+        tx.commit().await?;
+        Ok((reset, progress))
+    }
+
+    /// Pending tasks become `cancelled` and the batch stops; running tasks finish (their
+    /// outcomes are still recorded), nothing is deleted.
+    pub async fn cancel(&self, batch: BatchId) -> Result<(u64, BatchProgress)> {
+        let now = now_ms();
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let (code, status) = status_in_tx(&mut tx, batch).await?;
+        if status == BatchStatus::Completed {
+            return Err(Error::BatchState {
+                code,
+                status,
+                operation: "cancel it",
+            });
+        }
+        sqlx::query("UPDATE batch SET status = 'cancelled', finished_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(batch.0)
+            .execute(&mut *tx)
+            .await?;
+        // apply_delta cancels whatever is pending in a cancelled batch.
+        let progress = apply_delta(&mut tx, batch, &BatchDelta::default(), now).await?;
+        tx.commit().await?;
+        Ok((u64::try_from(progress.stats.cancelled).unwrap_or(0), progress))
+    }
+}
+
+/// Stranded = `running` with no live lease: its worker is gone. Tasks with a live lease are left
+/// alone: their worker is alive and will report, and requeueing them would run them twice.
+async fn requeue_stranded(conn: &mut SqliteConnection, batch: BatchId, now: Millis) -> Result<u64> {
+    sqlx::query(
+        "INSERT INTO task_attempt (task_id, attempt, worker, started_at, finished_at, outcome, message, retry_at) \
+         SELECT id, attempt, lease_owner, COALESCE(claimed_at, ?1), ?1, 'lease_expired', \
+                'requeued by resume; the attempt was not charged', ?1 \
+         FROM task WHERE batch_id = ?2 AND status = 'running' \
+           AND (lease_expires_at IS NULL OR lease_expires_at < ?1)",
+    )
+    .bind(now)
+    .bind(batch.0)
+    .execute(&mut *conn)
+    .await?;
+    let requeued = sqlx::query(
+        "UPDATE task SET status = 'pending', attempt = max(attempt - 1, 0), run_after = ?1, \
+             lease_owner = NULL, lease_expires_at = NULL \
+         WHERE batch_id = ?2 AND status = 'running' \
+           AND (lease_expires_at IS NULL OR lease_expires_at < ?1)",
+    )
+    .bind(now)
+    .bind(batch.0)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(requeued)
+}
+
+async fn reactivate(conn: &mut SqliteConnection, batch: BatchId) -> Result<()> {
+    sqlx::query(
+        "UPDATE batch SET status = 'active', finished_at = NULL, consecutive_failures = 0 WHERE id = ?",
+    )
+    .bind(batch.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

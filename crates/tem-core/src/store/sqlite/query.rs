@@ -1,0 +1,112 @@
+//! Read-only queries: tasks, attempts, and whether a worker has anything left to wait for.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::SqliteStore;
+use crate::batch::BatchId;
+use crate::error::Result;
+use crate::task::{Attempt, Task, TaskFilter, TaskId};
+
+const TASK_COLUMNS: &str = "id, batch_id, type, status, priority, attempt, max_attempts, cost, \
+    payload, result, last_error, run_after, lease_owner, lease_expires_at, created_at, claimed_at, \
+    first_started_at, finished_at";
+
+impl SqliteStore {
+    pub async fn task(&self, id: TaskId) -> Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM task WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Tasks matching `filter`, in id (enqueue) order.
+    pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM task \
+             WHERE (?1 IS NULL OR batch_id = ?1) AND (?2 IS NULL OR status = ?2) \
+               AND (?3 IS NULL OR type = ?3) AND id > ?4 \
+             ORDER BY id LIMIT ?5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.batch.map(|b| b.0))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.kind.as_deref())
+            .bind(filter.after.map_or(0, |t| t.0))
+            .bind(i64::from(filter.limit.unwrap_or(100)))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// Every attempt of a task, oldest first.
+    pub async fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT task_id, attempt, worker, started_at, finished_at, outcome, http_status, message, retry_at \
+             FROM task_attempt WHERE task_id = ? ORDER BY id",
+        )
+        .bind(task.0)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Attempt {
+                    task_id: TaskId(row.try_get(0)?),
+                    attempt: row.try_get(1)?,
+                    worker: row.try_get(2)?,
+                    started_at: row.try_get(3)?,
+                    finished_at: row.try_get(4)?,
+                    outcome: row.try_get::<&str, _>(5)?.parse()?,
+                    http_status: row.try_get(6)?,
+                    message: row.try_get(7)?,
+                    retry_at: row.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether any task of `types_json` (a JSON array) could still need a worker: pending in an
+    /// active batch, or running anywhere (its lease may expire and bring it back).
+    pub async fn has_work(&self, types_json: &str, batch: Option<BatchId>) -> Result<bool> {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT EXISTS ( \
+                 SELECT 1 FROM batch b JOIN task t ON t.batch_id = b.id \
+                 WHERE b.status = 'active' AND (?2 IS NULL OR b.id = ?2) \
+                   AND t.status = 'pending' AND t.type IN (SELECT value FROM json_each(?1))) \
+             OR EXISTS ( \
+                 SELECT 1 FROM task t WHERE t.status = 'running' AND (?2 IS NULL OR t.batch_id = ?2) \
+                   AND t.type IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(types_json)
+        .bind(batch.map(|b| b.0))
+        .fetch_one(&self.read)
+        .await?;
+        Ok(found != 0)
+    }
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<Task> {
+    let cost: i64 = row.try_get(7)?;
+    Ok(Task {
+        id: TaskId(row.try_get(0)?),
+        batch_id: BatchId(row.try_get(1)?),
+        kind: row.try_get(2)?,
+        status: row.try_get::<&str, _>(3)?.parse()?,
+        priority: row.try_get(4)?,
+        attempt: row.try_get(5)?,
+        max_attempts: row.try_get(6)?,
+        cost: u64::try_from(cost).unwrap_or(0),
+        payload: row.try_get(8)?,
+        result: row.try_get(9)?,
+        last_error: row.try_get(10)?,
+        run_after: row.try_get(11)?,
+        lease_owner: row.try_get(12)?,
+        lease_expires_at: row.try_get(13)?,
+        created_at: row.try_get(14)?,
+        claimed_at: row.try_get(15)?,
+        first_started_at: row.try_get(16)?,
+        finished_at: row.try_get(17)?,
+    })
+}
