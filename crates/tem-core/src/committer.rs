@@ -23,9 +23,16 @@ const TRANSIENT_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 type Reply<T> = oneshot::Sender<Result<T, Arc<Error>>>;
 
+/// Grows a claim to the capacity that is free when its transaction is assembled, rather than
+/// what was free when the request was sent: tasks that finished in between count too.
+pub(crate) trait TopUp: Send + Sync {
+    /// Takes as much extra capacity as the claimer may use; returns how much it took.
+    fn top_up(&self) -> u32;
+}
+
 enum Request {
     Outcome(OutcomeRow, Reply<bool>),
-    Claim(ClaimRequest, Reply<ClaimResult>),
+    Claim(ClaimRequest, Option<Arc<dyn TopUp>>, Reply<ClaimResult>),
     Renew(RenewRequest, Reply<Vec<TaskId>>),
     Rescue(Reply<u64>),
 }
@@ -62,13 +69,21 @@ impl Committer {
         self.closing.cancel();
     }
 
-    /// Records an outcome; resolves once committed, `true` if the lease still held.
-    pub async fn outcome(&self, row: OutcomeRow) -> Result<bool> {
-        self.call(|reply| Request::Outcome(row, reply)).await
+    /// Queues an outcome now; the returned future resolves once it is committed, `true` if
+    /// the lease still held. Queueing before awaiting lets a caller free its slot in between,
+    /// so the claim that slot triggers lands in the same transaction as this outcome.
+    pub fn outcome(&self, row: OutcomeRow) -> impl std::future::Future<Output = Result<bool>> + use<> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.requests.send(Request::Outcome(row, reply));
+        async move {
+            sent.map_err(|_| Error::Closed)?;
+            Self::answer(answer).await
+        }
     }
 
-    pub async fn claim(&self, request: ClaimRequest) -> Result<ClaimResult> {
-        self.call(|reply| Request::Claim(request, reply)).await
+    /// Claims tasks; with `top_up`, as many more as the claimer can take when the claim runs.
+    pub async fn claim(&self, request: ClaimRequest, top_up: Option<Arc<dyn TopUp>>) -> Result<ClaimResult> {
+        self.call(|reply| Request::Claim(request, top_up, reply)).await
     }
 
     pub async fn renew(&self, request: RenewRequest) -> Result<Vec<TaskId>> {
@@ -82,6 +97,10 @@ impl Committer {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(make(reply)).map_err(|_| Error::Closed)?;
+        Self::answer(answer).await
+    }
+
+    async fn answer<T>(answer: oneshot::Receiver<Result<T, Arc<Error>>>) -> Result<T> {
         match answer.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(Error::Commit(error)),
@@ -98,6 +117,7 @@ async fn run(
 ) {
     let mut queued: Vec<Request> = Vec::new();
     let mut closed = false;
+
     loop {
         if queued.is_empty() {
             tokio::select! {
@@ -196,7 +216,10 @@ fn split(requests: Vec<Request>) -> (CycleInput, Vec<Pending>) {
                 input.outcomes.push(row);
                 replies.push(Pending::Outcome(reply));
             }
-            Request::Claim(claim, reply) => {
+            Request::Claim(mut claim, top_up, reply) => {
+                if let Some(top_up) = top_up {
+                    claim.max += top_up.top_up();
+                }
                 input.claims.push(claim);
                 replies.push(Pending::Claim(reply));
             }

@@ -1,11 +1,15 @@
-//! Runs one claimed task: calls its handler under a deadline and cancellation, turns what
+//! Runs claimed tasks: calls a task's handler under a deadline and cancellation, turns what
 //! happened into an outcome (retry when, fail, complete), feeds the limits, and hands the outcome
-//! to the group commit.
+//! to the group commit. A finished executor passes its slot straight to the next task claimed
+//! ahead, so a slot never waits for a claim round trip while work is buffered.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -24,30 +28,54 @@ enum Ending {
     Finished(Result<Option<String>, TaskError>),
     /// The worker was aborted: give the task back without charging the attempt.
     Aborted,
+    /// Aborted before its handler started: give it back, and there is no attempt to record.
+    AbortedUnstarted,
     /// Another worker owns the task now; whatever we write would be fenced off.
     LeaseLost,
 }
 
+/// A commit acknowledgement still to be awaited, with its bookkeeping.
+type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs `task`, then whatever tasks are buffered, on one concurrency slot.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
-    lane: Arc<Lane>,
-    task: ClaimedTask,
+    mut lane: Arc<Lane>,
+    mut task: ClaimedTask,
     permit: ConcurrencyPermit,
-    cancel: CancellationToken,
+    mut cancel: CancellationToken,
 ) {
-    let span = tracing::info_span!(
-        "task",
-        id = task.id.0,
-        batch = task.batch_id.0,
-        kind = %task.kind,
-        attempt = task.attempt
-    );
-    run(shared, lane, task, permit, cancel).instrument(span).await;
+    let mut acks: FuturesUnordered<Pending> = FuturesUnordered::new();
+    loop {
+        let span = tracing::info_span!(
+            "task",
+            id = task.id.0,
+            batch = task.batch_id.0,
+            kind = %task.kind,
+            attempt = task.attempt
+        );
+        if let Some(ack) = run(&shared, &lane, task, cancel).instrument(span).await {
+            acks.push(ack);
+        }
+        // Settle acknowledgements that already arrived, without waiting.
+        while let Some(Some(())) = acks.next().now_or_never() {}
+        match shared.next_buffered() {
+            Some(next) => (lane, task, cancel) = next,
+            None => break,
+        }
+    }
+    drop(permit);
+    while acks.next().await.is_some() {}
 }
 
-async fn run(shared: Arc<Shared>, lane: Arc<Lane>, task: ClaimedTask, permit: ConcurrencyPermit, cancel: CancellationToken) {
+/// One attempt. Returns the wait for its commit, once the outcome is queued.
+async fn run(shared: &Arc<Shared>, lane: &Lane, task: ClaimedTask, cancel: CancellationToken) -> Option<Pending> {
     let timeout = shared.timeout_for(task.batch_id).await;
     let gate = async {
+        // A task claimed ahead must not start while a sibling's Retry-After pauses its key.
+        while let Some(until) = lane.paused_until(Instant::now()) {
+            tokio::time::sleep_until(until).await;
+        }
         if let Some(gate) = &lane.start_gate {
             gate.acquire().await;
         }
@@ -72,7 +100,11 @@ async fn run(shared: Arc<Shared>, lane: Arc<Lane>, task: ClaimedTask, permit: Co
 
     let ending = match shared.handler(&task.kind) {
         _ if cancelled_at_gate => {
-            if shared.is_aborting() { Ending::Aborted } else { Ending::LeaseLost }
+            if shared.is_aborting() {
+                Ending::AbortedUnstarted
+            } else {
+                Ending::LeaseLost
+            }
         }
         // Claims only ask for registered types, so this is a schema-level surprise.
         None => Ending::Finished(Err(TaskError::non_retryable(format!(
@@ -103,23 +135,24 @@ async fn run(shared: Arc<Shared>, lane: Arc<Lane>, task: ClaimedTask, permit: Co
             }
         }
     };
-    // Free the slot before committing: the next claim can ride in the same transaction.
-    drop(permit);
 
     let finished_ms = now_ms().max(started_ms);
+    let history = !matches!(ending, Ending::AbortedUnstarted);
     let (next, outcome, error) = match ending {
         Ending::LeaseLost => {
             tracing::warn!("lease lost while running; another worker owns the task now, outcome dropped");
             shared.finish(task.id);
-            return;
+            return None;
         }
-        Ending::Aborted => (Next::Release, AttemptOutcome::Aborted, Some(TaskError::retryable("worker aborted"))),
+        Ending::Aborted | Ending::AbortedUnstarted => {
+            (Next::Release, AttemptOutcome::Aborted, Some(TaskError::retryable("worker aborted")))
+        }
         Ending::Finished(Ok(result)) => {
             shared.concurrency.on_success();
             (Next::Complete { result }, AttemptOutcome::Succeeded, None)
         }
         Ending::Finished(Err(error)) => {
-            let next = next_after_failure(&shared, &lane, &task, &error, started).await;
+            let next = next_after_failure(shared, lane, &task, &error, started).await;
             (next, error.kind.into(), Some(error))
         }
     };
@@ -148,15 +181,9 @@ async fn run(shared: Arc<Shared>, lane: Arc<Lane>, task: ClaimedTask, permit: Co
         http_status: error.as_ref().and_then(|e| e.http_status),
         message: error.map(|e| e.message),
         pause,
+        history,
     };
-    shared.mark_reporting(task.id);
-    let next = row.next.clone();
-    match shared.engine.committer().outcome(row).await {
-        Ok(true) => shared.count(&next),
-        Ok(false) => tracing::warn!("lease was taken over before the outcome committed; outcome dropped"),
-        Err(error) => shared.fail(error),
-    }
-    shared.finish(task.id);
+    Some(shared.report(row))
 }
 
 /// Retry (when, honouring Retry-After) or fail; pauses the key and shrinks concurrency on

@@ -37,8 +37,8 @@ impl Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Readiness {
     Ready,
-    /// Not before `until`; `idle` when the reason is that its last claim found nothing.
-    Wait { until: Instant, idle: bool },
+    /// Not before `until`.
+    Wait { until: Instant },
 }
 
 #[derive(Debug, Default)]
@@ -78,20 +78,25 @@ impl Lane {
     pub fn readiness(&self, now: Instant) -> Readiness {
         let state = self.lock();
         if let Some(until) = state.paused_until.filter(|&t| t > now) {
-            return Readiness::Wait { until, idle: false };
+            return Readiness::Wait { until };
         }
         if let Some(until) = state.idle_until.filter(|&t| t > now) {
-            return Readiness::Wait { until, idle: true };
+            return Readiness::Wait { until };
         }
         drop(state);
         let limited = [
-            self.rate.as_ref().map(RateLimiter::ready_at),
-            self.budget.as_ref().map(Budget::ready_at),
+            self.rate.as_ref().map(|rate| rate.ready_at(now)),
+            self.budget.as_ref().map(|budget| budget.ready_at(now)),
         ];
         match limited.into_iter().flatten().max() {
-            Some(until) if until > now => Readiness::Wait { until, idle: false },
+            Some(until) if until > now => Readiness::Wait { until },
             _ => Readiness::Ready,
         }
+    }
+
+    /// When the key's pause ends, if it is paused at `now`.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.lock().paused_until.filter(|&t| t > now)
     }
 
     /// No claims before `until` (a Retry-After); never shortens a pause.

@@ -2,12 +2,15 @@
 //! the free slots in one request → spawn an executor per task. Idle lanes sleep until new work
 //! is announced, a retry comes due, or the poll interval passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +24,8 @@ use crate::lane::{Lane, Limits, Readiness};
 use crate::limit::{AdaptiveConcurrency, Aimd, ConcurrencyPermit};
 use crate::outcome::TaskError;
 use crate::retry::RetryPolicy;
-use crate::store::{ClaimRequest, ClaimResult, Next};
+use crate::committer::TopUp;
+use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow};
 use crate::task::TaskId;
 use crate::time::Millis;
 use crate::{executor, lease};
@@ -47,6 +51,10 @@ pub struct WorkerOptions {
     pub timeout: Option<Duration>,
     /// Serve only this batch (otherwise every active batch, oldest first).
     pub batch: Option<BatchId>,
+    /// Tasks claimed ahead of free slots, so a finishing task's slot is refilled at once instead
+    /// of after a commit. `None`: as many as `concurrency`. Always 0 when the worker has a rate
+    /// limit or budget: throttled tasks stay `pending` until their turn.
+    pub prefetch: Option<usize>,
 }
 
 impl Default for WorkerOptions {
@@ -60,6 +68,7 @@ impl Default for WorkerOptions {
             rescue_interval: Duration::from_secs(5),
             timeout: None,
             batch: None,
+            prefetch: None,
         }
     }
 }
@@ -133,8 +142,9 @@ impl Shutdown {
     /// Stop now: cancel in-flight handlers and give their tasks back without charging the
     /// attempt.
     pub fn abort(&self) {
-        self.abort.cancel();
+        // Stop first, so nothing sees "aborting" without also seeing "stopping".
         self.stop.cancel();
+        self.abort.cancel();
     }
 
     /// True once a drain or abort was asked for.
@@ -242,20 +252,25 @@ impl Worker {
     async fn run_loop(self, until_idle: bool) -> Result<RunReport> {
         let shared = Arc::new(self.into_shared()?);
         let keeper_stop = CancellationToken::new();
-        let keeper = tokio::spawn(lease::keep(shared.clone(), keeper_stop.clone()));
+        // If this future is dropped mid-run (its owner gave up on it), stop renewing leases: the
+        // tasks it held must expire and be rescued, not stay leased forever.
+        let keeper_guard = keeper_stop.clone().drop_guard();
+        let keeper = tokio::spawn(lease::keep(shared.clone(), keeper_stop));
         let mut executors = JoinSet::new();
         let result = drive(&shared, &mut executors, until_idle).await;
         if shared.is_aborting() {
             shared.cancel_all();
         }
         while executors.join_next().await.is_some() {}
-        keeper_stop.cancel();
+        // Tasks claimed ahead that never started go back, uncharged and unrecorded.
+        shared.release_buffered().await;
+        drop(keeper_guard);
         let _ = keeper.await;
         result?;
         if let Some(error) = shared.take_fatal() {
             return Err(error);
         }
-        Ok(shared.report())
+        Ok(shared.run_report())
     }
 
     fn into_shared(self) -> Result<Shared> {
@@ -291,7 +306,15 @@ impl Worker {
             .collect();
         let mut all_types: Vec<&String> = self.handlers.keys().collect();
         all_types.sort();
+        let limited = self.limits.values().any(|l| l.rate.is_some() || l.budget.is_some());
+        let prefetch = match (limited, self.options.prefetch) {
+            (true, _) | (false, Some(0)) => None,
+            (false, Some(n)) => Some(n),
+            (false, None) => Some(self.options.concurrency.min(256)),
+        };
         Ok(Shared {
+            prefetch: prefetch.map(|n| Arc::new(Semaphore::new(n))),
+            buffer: Mutex::new(VecDeque::new()),
             all_types_json: serde_json::to_string(&all_types).unwrap_or_default(),
             concurrency: AdaptiveConcurrency::new(self.options.concurrency, self.options.adaptive),
             engine: self.engine,
@@ -326,19 +349,35 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
         tokio::pin!(wake);
         wake.as_mut().enable();
 
-        let permit = tokio::select! {
-            permit = shared.concurrency.acquire() => permit,
+        let seed = tokio::select! {
+            // Stop wins: an abort frees slots as it cancels, and those must not claim again.
+            biased;
             () = shared.shutdown.stop.cancelled() => return Ok(()),
+            permit = shared.concurrency.acquire() => Slot::Run(permit),
+            slot = acquire_ahead(shared.prefetch.as_ref()) => Slot::Ahead(slot),
+        };
+        // A free slot serves a task claimed ahead before anything is claimed.
+        let seed = match seed {
+            Slot::Run(permit) => match shared.pop_buffered() {
+                Some(buffered) => {
+                    shared.spawn(executors, buffered, permit);
+                    continue;
+                }
+                None => Slot::Run(permit),
+            },
+            ahead => ahead,
         };
         let now = Instant::now();
         if shared.retry_due(now) {
             shared.lanes.iter().for_each(|lane| lane.wake());
         }
         match pick_lane(shared, now, &mut next_lane) {
-            Pick::Lane(lane) => claim_and_spawn(shared, executors, lane, permit).await?,
-            Pick::Wait { until, all_idle } => {
-                drop(permit);
-                if until_idle && all_idle && shared.inflight_is_empty() {
+            Pick::Lane(lane) => claim_and_spawn(shared, executors, lane, seed).await?,
+            Pick::Wait { until } => {
+                drop(seed);
+                // Whatever the lanes wait for (a pause, a rate grant, new work), a worker asked to
+                // stop when idle stops as soon as nothing is left for it.
+                if until_idle && shared.inflight_is_empty() {
                     let batch = shared.options.batch;
                     if !shared.engine.store().has_work(&shared.all_types_json, batch).await? {
                         return Ok(());
@@ -358,14 +397,13 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
 
 enum Pick {
     Lane(Arc<Lane>),
-    Wait { until: Instant, all_idle: bool },
+    Wait { until: Instant },
 }
 
 /// Round-robin over lanes ready to claim; otherwise when the first one will be.
 fn pick_lane(shared: &Shared, now: Instant, next: &mut usize) -> Pick {
     let count = shared.lanes.len();
     let mut soonest: Option<Instant> = None;
-    let mut all_idle = true;
     for offset in 0..count {
         let index = (*next + offset) % count;
         match shared.lanes[index].readiness(now) {
@@ -373,15 +411,13 @@ fn pick_lane(shared: &Shared, now: Instant, next: &mut usize) -> Pick {
                 *next = index + 1;
                 return Pick::Lane(shared.lanes[index].clone());
             }
-            Readiness::Wait { until, idle } => {
-                all_idle &= idle;
+            Readiness::Wait { until, .. } => {
                 soonest = Some(soonest.map_or(until, |s| s.min(until)));
             }
         }
     }
     Pick::Wait {
         until: soonest.unwrap_or(now + shared.options.poll_interval),
-        all_idle,
     }
 }
 
@@ -389,7 +425,7 @@ async fn claim_and_spawn(
     shared: &Arc<Shared>,
     executors: &mut JoinSet<()>,
     lane: Arc<Lane>,
-    first: ConcurrencyPermit,
+    seed: Slot,
 ) -> Result<()> {
     let mut grants = Vec::new();
     if let Some(rate) = &lane.rate {
@@ -398,31 +434,40 @@ async fn claim_and_spawn(
             None => return Ok(()), // another lane's claim used the moment; look again
         }
     }
-    let mut permits = vec![first];
-    // A weighted budget learns each task's cost only once claimed: claim one at a time.
-    if lane.budget.is_none() {
-        while permits.len() < shared.options.max_claim as usize {
-            let Some(permit) = shared.concurrency.try_acquire() else { break };
-            if let Some(rate) = &lane.rate {
-                match rate.try_acquire() {
-                    Some(grant) => grants.push(grant),
-                    None => break,
-                }
+    let capacity = Arc::new(Capacity {
+        concurrency: shared.concurrency.clone(),
+        prefetch: shared.prefetch.clone(),
+        // A weighted budget learns each task's cost only once claimed: one at a time.
+        limit: if lane.budget.is_some() { 1 } else { shared.options.max_claim as usize },
+        slots: Mutex::new(vec![seed]),
+    });
+    let top_up: Option<Arc<dyn TopUp>> = match &lane.rate {
+        // Every task of a rate-limited lane needs its grant now, before the claim.
+        Some(rate) => {
+            while capacity.len() < capacity.limit {
+                let Some(permit) = shared.concurrency.try_acquire() else { break };
+                let Some(grant) = rate.try_acquire() else { break };
+                grants.push(grant);
+                lock(&capacity.slots).push(Slot::Run(permit));
             }
-            permits.push(permit);
+            None
         }
-    }
+        None if lane.budget.is_some() => None,
+        None => Some(capacity.clone()),
+    };
     let request = ClaimRequest {
         owner: shared.owner.clone(),
         types_json: lane.types_json.clone(),
         batch: shared.options.batch,
-        max: u32::try_from(permits.len()).unwrap_or(u32::MAX),
+        max: u32::try_from(capacity.len()).unwrap_or(u32::MAX),
         lease: shared.options.lease,
         pause_key: Some(lane.key.clone()),
     };
     // Never cancelled midway: claimed rows must reach an executor or they sit leased until the
     // lease expires.
-    let claimed = match shared.engine.committer().claim(request).await {
+    let result = shared.engine.committer().claim(request, top_up).await;
+    let mut slots = std::mem::take(&mut *lock(&capacity.slots));
+    let claimed = match result {
         Ok(ClaimResult::Claimed(tasks)) => tasks,
         Ok(ClaimResult::Paused { until }) => {
             refund(&lane, grants);
@@ -444,15 +489,89 @@ async fn claim_and_spawn(
     }
     let unused = grants.len().saturating_sub(claimed.len());
     refund(&lane, grants.split_off(grants.len() - unused));
-    for (task, permit) in claimed.into_iter().zip(permits) {
+    // Run permits first: the first tasks start now, the rest wait in the buffer.
+    slots.sort_by_key(|slot| matches!(slot, Slot::Ahead(_)));
+    for (task, slot) in claimed.into_iter().zip(slots) {
         if let Some(budget) = &lane.budget {
             budget.spend(task.cost);
         }
         let cancel = shared.shutdown.abort.child_token();
         shared.start(task.id, cancel.clone());
-        executors.spawn(executor::execute(shared.clone(), lane.clone(), task, permit, cancel));
+        let buffered = Buffered {
+            lane: lane.clone(),
+            task,
+            cancel,
+            slot: None,
+        };
+        match slot {
+            // A stop that arrived during the claim: buffer everything, to be given back.
+            Slot::Run(permit) if !shared.shutdown.is_requested() => shared.spawn(executors, buffered, permit),
+            Slot::Run(_) => lock(&shared.buffer).push_back(buffered),
+            Slot::Ahead(ahead) => lock(&shared.buffer).push_back(Buffered {
+                slot: Some(ahead),
+                ..buffered
+            }),
+        }
     }
     Ok(())
+}
+
+/// One unit of capacity to claim for: a slot to run now, or a place in the prefetch buffer.
+enum Slot {
+    Run(ConcurrencyPermit),
+    Ahead(OwnedSemaphorePermit),
+}
+
+/// The capacity behind one claim; grows when the claim's transaction is assembled.
+struct Capacity {
+    concurrency: Arc<AdaptiveConcurrency>,
+    prefetch: Option<Arc<Semaphore>>,
+    limit: usize,
+    slots: Mutex<Vec<Slot>>,
+}
+
+impl Capacity {
+    fn len(&self) -> usize {
+        lock(&self.slots).len()
+    }
+}
+
+impl TopUp for Capacity {
+    fn top_up(&self) -> u32 {
+        let mut slots = lock(&self.slots);
+        let mut took = 0;
+        while slots.len() < self.limit {
+            if let Some(permit) = self.concurrency.try_acquire() {
+                slots.push(Slot::Run(permit));
+            } else if let Some(ahead) = self.prefetch.as_ref().and_then(|p| p.clone().try_acquire_owned().ok()) {
+                slots.push(Slot::Ahead(ahead));
+            } else {
+                break;
+            }
+            took += 1;
+        }
+        took
+    }
+}
+
+/// A prefetch slot, or never when the worker does not prefetch.
+async fn acquire_ahead(prefetch: Option<&Arc<Semaphore>>) -> OwnedSemaphorePermit {
+    match prefetch {
+        Some(semaphore) => match semaphore.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => std::future::pending().await, // never closed
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A claimed task waiting for a slot (or about to get one).
+pub(crate) struct Buffered {
+    lane: Arc<Lane>,
+    task: ClaimedTask,
+    cancel: CancellationToken,
+    /// Its place in the prefetch buffer, given back when it starts.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 fn refund(lane: &Lane, grants: Vec<crate::limit::Grant>) {
@@ -502,6 +621,8 @@ pub(crate) struct Shared {
     lanes: Vec<Arc<Lane>>,
     all_types_json: String,
     inflight: Mutex<HashMap<TaskId, InFlight>>,
+    prefetch: Option<Arc<Semaphore>>,
+    buffer: Mutex<VecDeque<Buffered>>,
     batches: Mutex<HashMap<BatchId, BatchSettings>>,
     next_retry: Mutex<Option<Instant>>,
     shutdown: Shutdown,
@@ -525,11 +646,76 @@ impl Shared {
         self.shutdown.abort.is_cancelled()
     }
 
+    fn spawn(self: &Arc<Self>, executors: &mut JoinSet<()>, buffered: Buffered, permit: ConcurrencyPermit) {
+        let Buffered { lane, task, cancel, slot } = buffered;
+        drop(slot);
+        executors.spawn(executor::execute(self.clone(), lane, task, permit, cancel));
+    }
+
+    fn pop_buffered(&self) -> Option<Buffered> {
+        lock(&self.buffer).pop_front()
+    }
+
+    /// The next buffered task for a slot that just finished one, unless the slot should be
+    /// returned (a stop was asked for, or concurrency is shrinking).
+    pub(crate) fn next_buffered(&self) -> Option<(Arc<Lane>, ClaimedTask, CancellationToken)> {
+        if self.shutdown.is_requested() || self.concurrency.is_shrinking() {
+            return None;
+        }
+        let Buffered { lane, task, cancel, slot } = self.pop_buffered()?;
+        drop(slot);
+        Some((lane, task, cancel))
+    }
+
+    /// Queues an outcome for the group commit; the returned future waits for the commit and
+    /// does the bookkeeping.
+    pub(crate) fn report(self: &Arc<Self>, row: OutcomeRow) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.mark_reporting(row.task_id);
+        let id = row.task_id;
+        let next = row.next.clone();
+        let committed = self.engine.committer().outcome(row);
+        let shared = self.clone();
+        Box::pin(async move {
+            match committed.await {
+                Ok(true) => shared.count(&next),
+                Ok(false) => tracing::warn!(task = id.0, "lease was taken over before the outcome committed; outcome dropped"),
+                Err(error) => shared.fail(error),
+            }
+            shared.finish(id);
+        })
+    }
+
+    async fn release_buffered(self: &Arc<Self>) {
+        let buffered: Vec<Buffered> = lock(&self.buffer).drain(..).collect();
+        let now = crate::time::now_ms();
+        let pending: Vec<_> = buffered
+            .into_iter()
+            .map(|b| {
+                self.report(OutcomeRow {
+                    task_id: b.task.id,
+                    lease_token: b.task.lease_token,
+                    batch_id: b.task.batch_id,
+                    attempt: b.task.attempt,
+                    worker: self.owner.clone(),
+                    started_at: now,
+                    finished_at: now,
+                    next: Next::Release,
+                    outcome: crate::task::AttemptOutcome::Aborted,
+                    http_status: None,
+                    message: Some("claimed ahead and given back unstarted".to_owned()),
+                    pause: None,
+                    history: false,
+                })
+            })
+            .collect();
+        futures::future::join_all(pending).await;
+    }
+
     fn start(&self, id: TaskId, cancel: CancellationToken) {
         lock(&self.inflight).insert(id, InFlight { cancel, reporting: false });
     }
 
-    pub(crate) fn mark_reporting(&self, id: TaskId) {
+    fn mark_reporting(&self, id: TaskId) {
         if let Some(task) = lock(&self.inflight).get_mut(&id) {
             task.reporting = true;
         }
@@ -617,7 +803,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn count(&self, next: &Next) {
+    fn count(&self, next: &Next) {
         let counter = match next {
             Next::Complete { .. } => &self.succeeded,
             Next::Fail => &self.failed,
@@ -628,7 +814,7 @@ impl Shared {
     }
 
     /// The database failed for good: stop claiming and report it from `run`.
-    pub(crate) fn fail(&self, error: Error) {
+    fn fail(&self, error: Error) {
         tracing::error!(%error, "worker stopping: could not commit an outcome");
         lock(&self.fatal).get_or_insert(error);
         self.shutdown.stop.cancel();
@@ -642,7 +828,7 @@ impl Shared {
         lock(&self.fatal).take()
     }
 
-    fn report(&self) -> RunReport {
+    fn run_report(&self) -> RunReport {
         RunReport {
             succeeded: self.succeeded.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),

@@ -79,6 +79,7 @@ CREATE INDEX task_by_batch ON task (batch_id);
 CREATE TABLE task_attempt (
     id          INTEGER PRIMARY KEY,
     task_id     INTEGER NOT NULL REFERENCES task (id) ON DELETE CASCADE,
+    batch_id    INTEGER NOT NULL,
     attempt     INTEGER NOT NULL,
     worker      TEXT,
     started_at  INTEGER NOT NULL,
@@ -91,6 +92,63 @@ CREATE TABLE task_attempt (
 );
 
 CREATE INDEX task_attempt_by_task ON task_attempt (task_id, id);
+
+-- Counters kept by triggers: every change of a task's status, and every recorded attempt,
+-- updates its batch's row in the same statement, so the counters cannot disagree with the rows
+-- whichever code path (or hand-written SQL) made the change.
+CREATE TRIGGER task_inserted AFTER INSERT ON task
+BEGIN
+    UPDATE batch SET
+        total = total + 1,
+        pending = pending + (new.status = 'pending'),
+        running = running + (new.status = 'running'),
+        completed = completed + (new.status = 'completed'),
+        failed = failed + (new.status = 'failed'),
+        cancelled = cancelled + (new.status = 'cancelled')
+    WHERE id = new.batch_id;
+END;
+
+CREATE TRIGGER task_status_changed AFTER UPDATE OF status ON task
+WHEN old.status <> new.status
+BEGIN
+    UPDATE batch SET
+        pending = pending + (new.status = 'pending') - (old.status = 'pending'),
+        running = running + (new.status = 'running') - (old.status = 'running'),
+        completed = completed + (new.status = 'completed') - (old.status = 'completed'),
+        failed = failed + (new.status = 'failed') - (old.status = 'failed'),
+        cancelled = cancelled + (new.status = 'cancelled') - (old.status = 'cancelled'),
+        started_at = CASE WHEN new.status = 'running' THEN coalesce(started_at, new.claimed_at)
+                          ELSE started_at END,
+        consecutive_failures = CASE new.status WHEN 'completed' THEN 0
+                                               WHEN 'failed' THEN consecutive_failures + 1
+                                               ELSE consecutive_failures END,
+        first_finished_at = CASE WHEN new.status IN ('completed', 'failed')
+                                 THEN coalesce(first_finished_at, new.finished_at)
+                                 ELSE first_finished_at END,
+        last_finished_at = CASE WHEN new.status IN ('completed', 'failed')
+                                THEN max(coalesce(last_finished_at, 0), coalesce(new.finished_at, 0))
+                                ELSE last_finished_at END
+    WHERE id = new.batch_id;
+END;
+
+CREATE TRIGGER attempt_recorded AFTER INSERT ON task_attempt
+BEGIN
+    UPDATE batch SET
+        retried = retried + (new.retry_at IS NOT NULL),
+        rate_limited = rate_limited + (new.outcome = 'rate_limited'),
+        overloaded = overloaded + (new.outcome = 'overloaded'),
+        timed_out = timed_out + (new.outcome = 'timeout'),
+        lost = lost + (new.outcome = 'lease_expired')
+    WHERE id = new.batch_id;
+END;
+
+-- An active batch whose last task finished completes by itself.
+CREATE TRIGGER batch_drained AFTER UPDATE OF pending, running ON batch
+WHEN new.status = 'active' AND new.pending = 0 AND new.running = 0 AND new.total > 0
+BEGIN
+    UPDATE batch SET status = 'completed', finished_at = coalesce(new.last_finished_at, old.last_finished_at)
+    WHERE id = new.id;
+END;
 
 -- A limit key paused until a time, e.g. after a 429 with Retry-After. Shared by every worker
 -- process on the database so that nobody keeps hammering a provider that asked us to wait.

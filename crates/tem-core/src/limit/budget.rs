@@ -25,9 +25,9 @@ impl Budget {
         }
     }
 
-    /// When the budget stops being overdrawn (`now` if it is not).
-    pub fn ready_at(&self) -> Instant {
-        self.with(|g| g.ready_at(Instant::now()))
+    /// When the budget stops being overdrawn, judged at `now` (`now` itself if it is not).
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        self.with(|g| g.ready_at(now))
     }
 
     /// Spends `cost` units now.
@@ -67,12 +67,12 @@ mod tests {
     async fn overdrawn_budget_waits_and_corrections_apply() {
         let budget = Budget::new(Quota::new(600, Duration::from_secs(60)).unwrap());
         let t0 = Instant::now();
-        assert_eq!(budget.ready_at(), t0);
+        assert_eq!(budget.ready_at(t0), t0);
         budget.spend(100); // 100 of 600/min = 10 s of budget
-        assert_eq!(budget.ready_at() - t0, Duration::from_secs(10));
+        assert_eq!(budget.ready_at(t0) - t0, Duration::from_secs(10));
         budget.correct(100, 40); // really cost 40
-        assert_eq!(budget.ready_at() - t0, Duration::from_secs(4));
+        assert_eq!(budget.ready_at(t0) - t0, Duration::from_secs(4));
         budget.correct(40, 70);
-        assert_eq!(budget.ready_at() - t0, Duration::from_secs(7));
+        assert_eq!(budget.ready_at(t0) - t0, Duration::from_secs(7));
     }
 }

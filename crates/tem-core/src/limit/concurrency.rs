@@ -109,6 +109,12 @@ impl AdaptiveConcurrency {
         (state.limit + state.debt).saturating_sub(self.semaphore.available_permits())
     }
 
+    /// True while a shrink is still waiting for permits in use to come back; a permit holder
+    /// should then return its permit rather than pass it on.
+    pub fn is_shrinking(&self) -> bool {
+        self.lock().debt > 0
+    }
+
     /// A call succeeded: after a full limit's worth of successes, allow one more.
     pub fn on_success(&self) {
         let mut state = self.lock();

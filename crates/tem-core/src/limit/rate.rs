@@ -216,9 +216,9 @@ impl RateLimiter {
         self.with(|g| g.try_take(Instant::now())).ok()
     }
 
-    /// When the next grant would be allowed.
-    pub fn ready_at(&self) -> Instant {
-        self.with(|g| g.ready_at(Instant::now()))
+    /// When the next grant would be allowed, judged at `now` (`now` itself if allowed).
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        self.with(|g| g.ready_at(now))
     }
 
     /// See [`Gcra::refund`].

@@ -78,6 +78,8 @@ pub(crate) struct OutcomeRow {
     pub message: Option<String>,
     /// Pause this limit key until then (a 429 with Retry-After), in the same commit.
     pub pause: Option<(Arc<str>, Millis)>,
+    /// Record the attempt in the history (false for a task given back before it started).
+    pub history: bool,
 }
 
 /// Extend the leases of a worker's in-flight tasks.
@@ -110,92 +112,4 @@ pub(crate) struct CycleOutput {
     pub rescued: u64,
     /// Batches whose counters changed, as committed.
     pub progress: Vec<BatchProgress>,
-}
-
-/// Counter changes for one batch inside one transaction.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct BatchDelta {
-    pub total: i64,
-    pub pending: i64,
-    pub running: i64,
-    pub completed: i64,
-    pub failed: i64,
-    pub cancelled: i64,
-    pub retried: i64,
-    pub rate_limited: i64,
-    pub overloaded: i64,
-    pub timed_out: i64,
-    pub lost: i64,
-    /// A task succeeded in this transaction: the consecutive-failure run restarts from
-    /// `consecutive_added` instead of growing by it.
-    pub consecutive_reset: bool,
-    pub consecutive_added: i64,
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-}
-
-impl BatchDelta {
-    /// Records one attempt's effect: the task leaves `running` for `next`.
-    pub fn record_outcome(&mut self, next: &Next, outcome: AttemptOutcome, at: Millis) {
-        self.running -= 1;
-        match next {
-            Next::Complete { .. } => {
-                self.completed += 1;
-                self.consecutive_reset = true;
-                self.consecutive_added = 0;
-                self.finished(at);
-            }
-            Next::Fail => {
-                self.failed += 1;
-                self.consecutive_added += 1;
-                self.finished(at);
-            }
-            Next::Retry { .. } => {
-                self.pending += 1;
-                self.retried += 1;
-            }
-            Next::Release => self.pending += 1,
-        }
-        match outcome {
-            AttemptOutcome::RateLimited => self.rate_limited += 1,
-            AttemptOutcome::Overloaded => self.overloaded += 1,
-            AttemptOutcome::Timeout => self.timed_out += 1,
-            AttemptOutcome::LeaseExpired => self.lost += 1,
-            _ => {}
-        }
-    }
-
-    fn finished(&mut self, at: Millis) {
-        self.finished_at = Some(self.finished_at.map_or(at, |t| t.max(at)));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == BatchDelta::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn consecutive_failures_restart_after_a_success_in_the_same_commit() {
-        let mut d = BatchDelta::default();
-        d.record_outcome(&Next::Fail, AttemptOutcome::Retryable, 1);
-        d.record_outcome(&Next::Complete { result: None }, AttemptOutcome::Succeeded, 2);
-        d.record_outcome(&Next::Fail, AttemptOutcome::NonRetryable, 3);
-        assert!(d.consecutive_reset);
-        assert_eq!(d.consecutive_added, 1);
-        assert_eq!((d.running, d.completed, d.failed), (-3, 1, 2));
-        assert_eq!(d.finished_at, Some(3));
-    }
-
-    #[test]
-    fn retries_and_releases_go_back_to_pending() {
-        let mut d = BatchDelta::default();
-        d.record_outcome(&Next::Retry { run_after: 9 }, AttemptOutcome::RateLimited, 1);
-        d.record_outcome(&Next::Release, AttemptOutcome::Aborted, 1);
-        assert_eq!((d.pending, d.running, d.retried, d.rate_limited), (2, -2, 1, 1));
-        assert_eq!(d.finished_at, None);
-    }
 }

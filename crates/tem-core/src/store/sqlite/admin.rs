@@ -4,10 +4,10 @@
 use sqlx::SqliteConnection;
 
 use super::SqliteStore;
-use super::batches::{apply_delta, status_in_tx};
+use super::batches::{progress_in_tx, status_in_tx};
 use crate::batch::{BatchId, BatchStatus, Resumed};
 use crate::error::{Error, Result};
-use crate::store::{BatchDelta, BatchProgress};
+use crate::store::BatchProgress;
 use crate::time::{Millis, now_ms};
 
 impl SqliteStore {
@@ -27,13 +27,7 @@ impl SqliteStore {
         if reactivated {
             reactivate(&mut tx, batch).await?;
         }
-        let n = i64::try_from(requeued).unwrap_or(i64::MAX);
-        let delta = BatchDelta {
-            running: -n,
-            pending: n,
-            ..Default::default()
-        };
-        let progress = apply_delta(&mut tx, batch, &delta, now).await?;
+        let progress = progress_in_tx(&mut tx, batch).await?;
         tx.commit().await?;
         Ok((Resumed { requeued, reactivated }, progress))
     }
@@ -63,14 +57,11 @@ impl SqliteStore {
         if reset > 0 && status == BatchStatus::Completed {
             reactivate(&mut tx, batch).await?;
         }
-        let n = i64::try_from(reset).unwrap_or(i64::MAX);
-        let delta = BatchDelta {
-            failed: -n,
-            pending: n,
-            consecutive_reset: true,
-            ..Default::default()
-        };
-        let progress = apply_delta(&mut tx, batch, &delta, now).await?;
+        sqlx::query("UPDATE batch SET consecutive_failures = 0 WHERE id = ?")
+            .bind(batch.0)
+            .execute(&mut *tx)
+            .await?;
+        let progress = progress_in_tx(&mut tx, batch).await?;
         tx.commit().await?;
         Ok((reset, progress))
     }
@@ -93,10 +84,17 @@ impl SqliteStore {
             .bind(batch.0)
             .execute(&mut *tx)
             .await?;
-        // apply_delta cancels whatever is pending in a cancelled batch.
-        let progress = apply_delta(&mut tx, batch, &BatchDelta::default(), now).await?;
+        let cancelled = sqlx::query(
+            "UPDATE task SET status = 'cancelled', finished_at = ? WHERE batch_id = ? AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(batch.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let progress = progress_in_tx(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok((u64::try_from(progress.stats.cancelled).unwrap_or(0), progress))
+        Ok((cancelled, progress))
     }
 }
 
@@ -104,8 +102,9 @@ impl SqliteStore {
 /// alone: their worker is alive and will report, and requeueing them would run them twice.
 async fn requeue_stranded(conn: &mut SqliteConnection, batch: BatchId, now: Millis) -> Result<u64> {
     sqlx::query(
-        "INSERT INTO task_attempt (task_id, attempt, worker, started_at, finished_at, outcome, message, retry_at) \
-         SELECT id, attempt, lease_owner, COALESCE(claimed_at, ?1), ?1, 'lease_expired', \
+        "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, outcome, \
+             message, retry_at) \
+         SELECT id, batch_id, attempt, lease_owner, COALESCE(claimed_at, ?1), ?1, 'lease_expired', \
                 'requeued by resume; the attempt was not charged', ?1 \
          FROM task WHERE batch_id = ?2 AND status = 'running' \
            AND (lease_expires_at IS NULL OR lease_expires_at < ?1)",

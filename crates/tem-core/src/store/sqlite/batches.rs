@@ -1,12 +1,15 @@
 //! Batch rows: create, read, list, and the counter updates every transaction ends with.
 
+use std::collections::BTreeSet;
+
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::SqliteStore;
+use super::program::{Program, StatementResult};
 use crate::batch::{Batch, BatchFilter, BatchId, BatchStats, BatchStatus, NewBatch};
 use crate::error::{Error, Result};
-use crate::store::{BatchDelta, BatchProgress};
+use crate::store::BatchProgress;
 use crate::time::{Millis, now_ms};
 
 pub(super) const BATCH_COLUMNS: &str = "id, code, type, status, metadata, interruption_criteria, \
@@ -75,87 +78,53 @@ impl SqliteStore {
     }
 }
 
-/// Applies `delta` to a batch inside the caller's transaction and completes the batch when its
-/// last task finished. Returns the batch as committed.
-pub(super) async fn apply_delta(
-    conn: &mut SqliteConnection,
-    batch: BatchId,
-    delta: &BatchDelta,
+/// Adds a read of the counters of the batches in `ids` (and of every active batch, or one that
+/// finished in this cycle, when `everything_active`), for progress events.
+pub(super) fn push_progress(
+    program: &mut Program,
+    ids: &BTreeSet<i64>,
+    everything_active: bool,
     now: Millis,
-) -> Result<BatchProgress> {
-    let sql = format!(
-        "UPDATE batch SET \
-           total = total + ?1, pending = pending + ?2, running = running + ?3, \
-           completed = completed + ?4, failed = failed + ?5, cancelled = cancelled + ?6, \
-           retried = retried + ?7, rate_limited = rate_limited + ?8, overloaded = overloaded + ?9, \
-           timed_out = timed_out + ?10, lost = lost + ?11, \
-           consecutive_failures = CASE WHEN ?12 THEN ?13 ELSE consecutive_failures + ?13 END, \
-           started_at = COALESCE(started_at, ?14), \
-           first_finished_at = COALESCE(first_finished_at, ?15), \
-           last_finished_at = CASE WHEN ?15 IS NULL THEN last_finished_at \
-                                   WHEN last_finished_at IS NULL OR last_finished_at < ?15 THEN ?15 \
-                                   ELSE last_finished_at END \
-         WHERE id = ?16 RETURNING {STATS_COLUMNS}"
-    );
+) -> Result<usize> {
+    let ids: Vec<i64> = ids.iter().copied().collect();
+    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
+    program.push(
+        &format!(
+            "SELECT id, {STATS_COLUMNS} FROM batch \
+             WHERE id IN (SELECT value FROM json_each(?)) \
+                OR (? AND (status = 'active' OR finished_at >= ?))"
+        ),
+        &[ids.into(), everything_active.into(), now.into()],
+    )
+}
+
+/// The progress rows of a [`push_progress`] statement.
+pub(super) fn progress(results: &[StatementResult], statement: usize) -> Result<Vec<BatchProgress>> {
+    results[statement]
+        .rows
+        .iter()
+        .map(|row| {
+            Ok(BatchProgress {
+                batch_id: BatchId(row.try_get(0)?),
+                status: row.try_get::<&str, _>(1)?.parse()?,
+                stats: stats_from_row(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+/// The batch's status and counters as the writer sees them (inside its transaction).
+pub(super) async fn progress_in_tx(conn: &mut SqliteConnection, batch: BatchId) -> Result<BatchProgress> {
+    let sql = format!("SELECT {STATS_COLUMNS} FROM batch WHERE id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(delta.total)
-        .bind(delta.pending)
-        .bind(delta.running)
-        .bind(delta.completed)
-        .bind(delta.failed)
-        .bind(delta.cancelled)
-        .bind(delta.retried)
-        .bind(delta.rate_limited)
-        .bind(delta.overloaded)
-        .bind(delta.timed_out)
-        .bind(delta.lost)
-        .bind(delta.consecutive_reset)
-        .bind(delta.consecutive_added)
-        .bind(delta.started_at)
-        .bind(delta.finished_at)
         .bind(batch.0)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| Error::BatchNotFound(batch.to_string()))?;
-    let mut status: BatchStatus = row.try_get::<&str, _>(0)?.parse()?;
-    let mut stats = stats_from_row(&row, 1)?;
-    if status == BatchStatus::Cancelled && stats.pending > 0 {
-        // A task that came back to pending after its batch was cancelled (a retry of an
-        // attempt that was running at the time) is cancelled too, never stranded.
-        let n = sqlx::query(
-            "UPDATE task SET status = 'cancelled', finished_at = ? WHERE batch_id = ? AND status = 'pending'",
-        )
-        .bind(now)
-        .bind(batch.0)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        sqlx::query("UPDATE batch SET pending = pending - ?1, cancelled = cancelled + ?1 WHERE id = ?2")
-            .bind(n)
-            .bind(batch.0)
-            .execute(&mut *conn)
-            .await?;
-        stats.pending -= n;
-        stats.cancelled += n;
-    }
-    if status == BatchStatus::Active && stats.total > 0 && stats.is_drained() {
-        let done = sqlx::query(
-            "UPDATE batch SET status = 'completed', finished_at = ? WHERE id = ? AND status = 'active'",
-        )
-        .bind(now)
-        .bind(batch.0)
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() == 1 {
-            status = BatchStatus::Completed;
-            tracing::info!(batch = batch.0, completed = stats.completed, failed = stats.failed, "batch completed");
-        }
-    }
     Ok(BatchProgress {
         batch_id: batch,
-        status,
-        stats,
+        status: row.try_get::<&str, _>(0)?.parse()?,
+        stats: stats_from_row(&row, 1)?,
     })
 }
 
@@ -188,7 +157,7 @@ pub(super) fn batch_from_row(row: &SqliteRow) -> Result<Batch> {
 }
 
 /// Reads the twelve counters starting at column `at`.
-fn stats_from_row(row: &SqliteRow, at: usize) -> Result<BatchStats> {
+pub(super) fn stats_from_row(row: &SqliteRow, at: usize) -> Result<BatchStats> {
     let n = |i: usize| -> Result<i64> { Ok(row.try_get::<i64, _>(at + i)?) };
     Ok(BatchStats {
         total: n(0)?,

@@ -1,122 +1,145 @@
-//! Applying finished attempts: one fenced `UPDATE … FROM (VALUES …)` for the task rows and one
-//! multi-row INSERT for the attempt history, per chunk of outcomes.
+//! Finished attempts, as one section of a group commit: every outcome of the cycle travels as one
+//! JSON parameter, recorded in the history and applied to the task rows by two set-based
+//! statements. Both are fenced by the lease token: an outcome from a worker whose lease was taken
+//! over changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use sqlx::SqliteConnection;
+use serde::Serialize;
 
-use super::tuples;
-use crate::batch::BatchId;
-use crate::error::Result;
-use crate::store::{BatchDelta, Next, OutcomeRow};
+use super::program::{Program, StatementResult, Value};
+use crate::error::{Error, Result};
+use crate::store::{Next, OutcomeRow};
 use crate::time::Millis;
 
-const CHUNK: usize = 128;
-
-/// Applies `outcomes` inside the cycle's transaction. An outcome whose lease token no longer
-/// matches (the lease expired and the task was rescued or re-claimed) changes nothing.
-/// Returns, per outcome, whether it was applied.
-pub(super) async fn apply_outcomes(
-    conn: &mut SqliteConnection,
-    outcomes: &[OutcomeRow],
-    now: Millis,
-    deltas: &mut HashMap<BatchId, BatchDelta>,
-) -> Result<Vec<bool>> {
-    let mut accepted = Vec::with_capacity(outcomes.len());
-    for chunk in outcomes.chunks(CHUNK) {
-        let applied = update_tasks(conn, chunk, now).await?;
-        let kept: Vec<&OutcomeRow> = chunk.iter().filter(|o| applied.contains(&o.task_id.0)).collect();
-        insert_history(conn, &kept).await?;
-        for outcome in chunk {
-            let ok = applied.contains(&outcome.task_id.0);
-            accepted.push(ok);
-            if !ok {
-                continue;
-            }
-            deltas
-                .entry(outcome.batch_id)
-                .or_default()
-                .record_outcome(&outcome.next, outcome.outcome, outcome.finished_at);
-            if let Some((key, until)) = &outcome.pause {
-                sqlx::query(
-                    "INSERT INTO limit_pause (key, until, reason) VALUES (?, ?, ?) \
-                     ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
-                )
-                .bind(key.as_ref())
-                .bind(*until)
-                .bind(outcome.message.as_deref())
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-    }
-    Ok(accepted)
+/// Where the section's results are, once the program ran.
+pub(super) struct OutcomeSection {
+    applied: usize,
 }
 
-/// The fenced update; returns the ids it changed.
-async fn update_tasks(conn: &mut SqliteConnection, chunk: &[OutcomeRow], now: Millis) -> Result<HashSet<i64>> {
-    // v: (id, token, status, result, last_error, run_after, finished_at, refund)
-    let sql = format!(
-        "WITH v(id, token, status, result, last_error, run_after, finished_at, refund) AS (VALUES {}) \
-         UPDATE task SET status = v.status, result = v.result, last_error = v.last_error, \
-             run_after = COALESCE(v.run_after, task.run_after), finished_at = v.finished_at, \
+#[derive(Serialize)]
+struct Row<'a> {
+    id: i64,
+    token: i64,
+    status: &'a str,
+    result: Option<&'a str>,
+    error: Option<&'a str>,
+    run_after: Option<Millis>,
+    task_finished_at: Option<Millis>,
+    refund: i64,
+    attempt: u32,
+    worker: &'a str,
+    started_at: Millis,
+    finished_at: Millis,
+    outcome: &'a str,
+    http_status: Option<u16>,
+    message: Option<&'a str>,
+    retry_at: Option<Millis>,
+    pause_key: Option<&'a str>,
+    pause_until: Option<Millis>,
+    history: bool,
+}
+
+/// Adds the statements applying `outcomes` to `program`.
+pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) -> Result<OutcomeSection> {
+    let rows: Vec<Row<'_>> = outcomes.iter().map(|o| row(o, now)).collect();
+    let json = serde_json::to_string(&rows).map_err(|source| Error::Json {
+        what: "outcomes",
+        source,
+    })?;
+    let json = Value::Text(json.into());
+    // History first: once the task row is updated, the fence below no longer matches.
+    program.push(
+        "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, \
+             outcome, http_status, message, retry_at) \
+         SELECT t.id, t.batch_id, j.value->>'attempt', j.value->>'worker', j.value->>'started_at', \
+             j.value->>'finished_at', j.value->>'outcome', j.value->>'http_status', \
+             j.value->>'message', j.value->>'retry_at' \
+         FROM json_each(?) AS j CROSS JOIN task AS t \
+         WHERE t.id = j.value->>'id' AND t.lease_token = j.value->>'token' AND t.status = 'running' \
+           AND j.value->>'history'",
+        &[json.clone()],
+    )?;
+    let applied = program.push(
+        "UPDATE task SET status = v.status, result = v.result, last_error = v.error, \
+             run_after = coalesce(v.run_after, task.run_after), finished_at = v.task_finished_at, \
              attempt = task.attempt - v.refund, lease_owner = NULL, lease_expires_at = NULL \
-         FROM v WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
+         FROM (SELECT value->>'id' AS id, value->>'token' AS token, value->>'status' AS status, \
+                      value->>'result' AS result, value->>'error' AS error, \
+                      value->>'run_after' AS run_after, value->>'task_finished_at' AS task_finished_at, \
+                      value->>'refund' AS refund \
+               FROM json_each(?)) AS v \
+         WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
          RETURNING task.id",
-        tuples(chunk.len(), 8)
-    );
-    let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-    for o in chunk {
-        let (status, result, run_after, finished_at, refund): (&str, Option<&str>, Option<Millis>, Option<Millis>, i64) =
-            match &o.next {
-                Next::Complete { result } => ("completed", result.as_deref(), None, Some(o.finished_at), 0),
-                Next::Retry { run_after } => ("pending", None, Some(*run_after), None, 0),
-                Next::Fail => ("failed", None, None, Some(o.finished_at), 0),
-                Next::Release => ("pending", None, Some(now), None, 1),
-            };
-        let last_error = match &o.next {
-            Next::Complete { .. } | Next::Release => None,
-            _ => o.message.as_deref(),
-        };
-        query = query
-            .bind(o.task_id.0)
-            .bind(o.lease_token)
-            .bind(status)
-            .bind(result.map(str::to_owned))
-            .bind(last_error.map(str::to_owned))
-            .bind(run_after)
-            .bind(finished_at)
-            .bind(refund);
+        &[json.clone()],
+    )?;
+    if outcomes.iter().any(|o| o.pause.is_some()) {
+        program.push(
+            "INSERT INTO limit_pause (key, until, reason) \
+             SELECT value->>'pause_key', value->>'pause_until', value->>'message' FROM json_each(?) \
+             WHERE value->>'pause_key' IS NOT NULL \
+             ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
+            &[json],
+        )?;
     }
-    Ok(query.fetch_all(&mut *conn).await?.into_iter().collect())
+    if outcomes.iter().any(|o| matches!(o.next, Next::Retry { .. } | Next::Release)) {
+        // A task back to pending after its batch was cancelled is cancelled too, never stranded.
+        program.push(
+            "UPDATE task SET status = 'cancelled', finished_at = ? \
+             WHERE status = 'pending' \
+               AND batch_id IN (SELECT id FROM batch WHERE status = 'cancelled' AND pending > 0)",
+            &[now.into()],
+        )?;
+    }
+    Ok(OutcomeSection { applied })
 }
 
-async fn insert_history(conn: &mut SqliteConnection, rows: &[&OutcomeRow]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+impl OutcomeSection {
+    /// Per outcome, whether its lease still held and it was applied.
+    pub fn accepted(&self, results: &[StatementResult], outcomes: &[OutcomeRow]) -> Result<Vec<bool>> {
+        let applied: HashSet<i64> = results[self.applied]
+            .rows
+            .iter()
+            .map(|row| sqlx::Row::try_get::<i64, _>(row, 0))
+            .collect::<Result<_, _>>()?;
+        Ok(outcomes.iter().map(|o| applied.contains(&o.task_id.0)).collect())
     }
-    let sql = format!(
-        "INSERT INTO task_attempt (task_id, attempt, worker, started_at, finished_at, outcome, \
-         http_status, message, retry_at) VALUES {}",
-        tuples(rows.len(), 9)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for o in rows {
-        let retry_at = match &o.next {
-            Next::Retry { run_after } => Some(*run_after),
-            _ => None,
-        };
-        query = query
-            .bind(o.task_id.0)
-            .bind(o.attempt)
-            .bind(o.worker.as_ref())
-            .bind(o.started_at)
-            .bind(o.finished_at)
-            .bind(o.outcome.as_str())
-            .bind(o.http_status)
-            .bind(o.message.clone())
-            .bind(retry_at);
+}
+
+fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
+    let (status, result, run_after, task_finished_at, refund) = match &o.next {
+        Next::Complete { result } => ("completed", result.as_deref(), None, Some(o.finished_at), 0),
+        Next::Retry { run_after } => ("pending", None, Some(*run_after), None, 0),
+        Next::Fail => ("failed", None, None, Some(o.finished_at), 0),
+        Next::Release => ("pending", None, Some(now), None, 1),
+    };
+    let error = match &o.next {
+        Next::Complete { .. } | Next::Release => None,
+        Next::Retry { .. } | Next::Fail => o.message.as_deref(),
+    };
+    let retry_at = match &o.next {
+        Next::Retry { run_after } => Some(*run_after),
+        _ => None,
+    };
+    Row {
+        id: o.task_id.0,
+        token: o.lease_token,
+        status,
+        result,
+        error,
+        run_after,
+        task_finished_at,
+        refund,
+        attempt: o.attempt,
+        worker: &o.worker,
+        started_at: o.started_at,
+        finished_at: o.finished_at,
+        outcome: o.outcome.as_str(),
+        http_status: o.http_status,
+        message: o.message.as_deref(),
+        retry_at,
+        pause_key: o.pause.as_ref().map(|(key, _)| key.as_ref()),
+        pause_until: o.pause.as_ref().map(|(_, until)| *until),
+        history: o.history,
     }
-    query.execute(&mut *conn).await?;
-    Ok(())
 }

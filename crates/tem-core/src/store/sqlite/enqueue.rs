@@ -2,11 +2,11 @@
 
 use sqlx::Row;
 
-use super::batches::{apply_delta, status_in_tx};
+use super::batches::{progress_in_tx, status_in_tx};
 use super::{SqliteStore, tuples};
 use crate::batch::{BatchId, BatchStatus};
 use crate::error::{Error, Result};
-use crate::store::{BatchDelta, BatchProgress};
+use crate::store::BatchProgress;
 use crate::task::{NewTask, TaskId};
 use crate::time::now_ms;
 
@@ -59,20 +59,15 @@ impl SqliteStore {
                 ids.push(TaskId(row.try_get(0)?));
             }
         }
-        let n = i64::try_from(tasks.len()).unwrap_or(i64::MAX);
-        if status == BatchStatus::Completed && n > 0 {
+        if status == BatchStatus::Completed && !tasks.is_empty() {
             // New work re-opens a finished batch.
             sqlx::query("UPDATE batch SET status = 'active', finished_at = NULL WHERE id = ?")
                 .bind(batch.0)
                 .execute(&mut *tx)
                 .await?;
         }
-        let delta = BatchDelta {
-            total: n,
-            pending: n,
-            ..Default::default()
-        };
-        let progress = apply_delta(&mut tx, batch, &delta, now).await?;
+        // The insert trigger counted the tasks.
+        let progress = progress_in_tx(&mut tx, batch).await?;
         tx.commit().await?;
         ids.sort_unstable();
         Ok((ids, progress))

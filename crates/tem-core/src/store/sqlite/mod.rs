@@ -11,6 +11,7 @@ mod complete;
 mod cycle;
 mod enqueue;
 mod lease;
+mod program;
 mod query;
 
 use std::path::PathBuf;

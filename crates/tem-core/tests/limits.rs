@@ -1,0 +1,129 @@
+//! Limits as a remote API sees them: call start times never exceed the rate quota in any
+//! window, concurrency never exceeds its cap, and 503s shrink concurrency (AIMD).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tem_core::limit::Quota;
+use tem_core::{Jitter, Limits, NewBatch, NewTask, RetryPolicy, TaskContext, TaskError, WorkerOptions};
+
+/// Records when each call starts and how many run at once.
+#[derive(Default)]
+struct Probe {
+    starts: Mutex<Vec<Instant>>,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Probe {
+    fn enter(&self) {
+        self.starts.lock().unwrap().push(Instant::now());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn run_probe(quota: Quota, tasks: u32, concurrency: usize, work: Duration) -> Arc<Probe> {
+    let (_dir, engine) = common::engine().await;
+    let batch = engine.create_batch(NewBatch::new("rate", "t")).await.unwrap();
+    engine.enqueue(batch.id, (0..tasks).map(|i| NewTask::new("call", &i).unwrap())).await.unwrap();
+    let probe = Arc::new(Probe::default());
+    let seen = probe.clone();
+    let report = engine
+        .worker(WorkerOptions::default().concurrency(concurrency).batch(batch.id))
+        .limit("call", Limits::rate(quota))
+        .handle("call", move |_: u32, _| {
+            let probe = seen.clone();
+            async move {
+                probe.enter();
+                tokio::time::sleep(work).await;
+                probe.leave();
+                Ok::<_, TaskError>(())
+            }
+        })
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, u64::from(tasks));
+    probe
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_starts_never_exceed_the_quota_in_any_window() {
+    let quota = Quota::new(10, Duration::from_millis(500)).unwrap();
+    let probe = run_probe(quota, 40, 8, Duration::from_millis(5)).await;
+    let starts = probe.starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 40);
+    let worst = common::max_in_window(&starts, quota.period);
+    assert!(worst <= 10, "{worst} calls started within one 500 ms window");
+    // Evenly paced, no initial burst: the first ten need at least nine intervals.
+    assert!(starts[9] - starts[0] >= Duration::from_millis(450), "first ten in {:?}", starts[9] - starts[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_burst_goes_at_once_and_still_respects_the_window() {
+    let quota = Quota::new(10, Duration::from_millis(500)).unwrap().with_burst(5).unwrap();
+    let probe = run_probe(quota, 30, 8, Duration::from_millis(5)).await;
+    let starts = probe.starts.lock().unwrap().clone();
+    let worst = common::max_in_window(&starts, quota.period);
+    assert!(worst <= 10, "{worst} calls started within one 500 ms window");
+    assert!(starts[4] - starts[0] < Duration::from_millis(100), "the burst of five went together");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_a_hard_cap() {
+    let quota = Quota::per_second(100_000).unwrap();
+    let probe = run_probe(quota, 60, 3, Duration::from_millis(20)).await;
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 3);
+}
+
+async fn overload_then_measure(adaptive: bool) -> usize {
+    let (_dir, engine) = common::engine().await;
+    let retry = RetryPolicy {
+        max_attempts: 2,
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(50),
+        jitter: Jitter::None,
+    };
+    let batch = engine.create_batch(NewBatch::new("aimd", "t").retry(retry)).await.unwrap();
+    engine.enqueue(batch.id, (0..8).map(|i| NewTask::new("call", &i).unwrap())).await.unwrap();
+    let probe = Arc::new(Probe::default());
+    let seen = probe.clone();
+    let mut options = WorkerOptions::default().concurrency(8).batch(batch.id);
+    if !adaptive {
+        options = options.fixed_concurrency();
+    }
+    engine
+        .worker(options)
+        .handle("call", move |_: u32, ctx: TaskContext| {
+            let probe = seen.clone();
+            async move {
+                if ctx.attempt == 1 {
+                    // The whole first wave hears "overloaded" together.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    return Err(TaskError::overloaded(None).with_status(503));
+                }
+                probe.enter();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                probe.leave();
+                Ok(())
+            }
+        })
+        .run_until_idle()
+        .await
+        .unwrap();
+    probe.peak.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_503s_halves_concurrency_once() {
+    assert_eq!(overload_then_measure(false).await, 8, "control: fixed concurrency retries all at once");
+    assert_eq!(overload_then_measure(true).await, 4, "adaptive: halved once for the whole wave");
+}
