@@ -18,6 +18,8 @@ use crate::task::TaskId;
 
 /// Most outcomes folded into one transaction; beyond that the next cycle takes the rest.
 const MAX_OUTCOMES_PER_CYCLE: usize = 2048;
+/// Scheduler turns a cycle waits for more requests, while they keep coming.
+const MAX_YIELDS: usize = 8;
 /// How long a cycle keeps retrying a transaction that failed with a transient error.
 const TRANSIENT_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
@@ -133,9 +135,17 @@ async fn run(
                 }
             }
         }
-        // Take everything that arrived while the previous transaction was committing.
-        while let Ok(request) = receiver.try_recv() {
-            queued.push(request);
+        // Take everything that arrived while the previous transaction was committing, then let
+        // tasks that are already runnable (executors about to report) have their turn while
+        // that keeps bringing requests: an fsync is the fixed cost of a cycle, worth sharing.
+        drain(&mut receiver, &mut queued);
+        for _ in 0..MAX_YIELDS {
+            let before = queued.len();
+            tokio::task::yield_now().await;
+            drain(&mut receiver, &mut queued);
+            if queued.len() == before {
+                break;
+            }
         }
         let take = cycle_size(&queued);
         let batch: Vec<Request> = queued.drain(..take).collect();
@@ -156,6 +166,12 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+fn drain(receiver: &mut mpsc::UnboundedReceiver<Request>, queued: &mut Vec<Request>) {
+    while let Ok(request) = receiver.try_recv() {
+        queued.push(request);
     }
 }
 

@@ -137,7 +137,8 @@ async fn run(shared: &Arc<Shared>, lane: &Lane, task: ClaimedTask, cancel: Cance
     };
 
     let finished_ms = now_ms().max(started_ms);
-    let history = !matches!(ending, Ending::AbortedUnstarted);
+    // The history keeps attempts that did not succeed; a success stays on the task row.
+    let history = !matches!(ending, Ending::AbortedUnstarted | Ending::Finished(Ok(_)));
     let (next, outcome, error) = match ending {
         Ending::LeaseLost => {
             tracing::warn!("lease lost while running; another worker owns the task now, outcome dropped");

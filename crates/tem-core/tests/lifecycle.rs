@@ -21,12 +21,11 @@ async fn a_batch_runs_to_completion_with_results_history_and_counters() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow input order");
 
     let mut events = engine.events();
-    let report = engine
+    let worker = engine
         .worker(WorkerOptions::default().concurrency(8).batch(batch.id))
-        .handle("double", |n: u64, _ctx| async move { Ok::<_, TaskError>(n * 2) })
-        .run_until_idle()
-        .await
-        .unwrap();
+        .handle("double", |n: u64, _ctx| async move { Ok::<_, TaskError>(n * 2) });
+    let worker_id = worker.id().to_owned();
+    let report = worker.run_until_idle().await.unwrap();
     assert_eq!(report.succeeded, 200);
 
     let batch = engine.batch(batch.id).await.unwrap();
@@ -40,10 +39,12 @@ async fn a_batch_runs_to_completion_with_results_history_and_counters() {
         assert_eq!(task.status, TaskStatus::Completed);
         assert_eq!(task.result_as::<u64>().unwrap(), Some(i as u64 * 2));
         assert_eq!(task.attempt, 1);
-        assert!(task.lease_owner.is_none(), "a finished task holds no lease");
+        assert!(task.lease_expires_at.is_none(), "a finished task holds no lease");
+        assert_eq!(task.lease_owner.as_deref(), Some(worker_id.as_str()), "it remembers who ran it");
         let attempts = engine.attempts(*id).await.unwrap();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].outcome, AttemptOutcome::Succeeded);
+        assert_eq!(attempts[0].worker.as_deref(), Some(worker_id.as_str()));
         assert!(attempts[0].finished_at >= attempts[0].started_at);
     }
 

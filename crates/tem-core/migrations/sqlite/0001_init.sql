@@ -56,6 +56,7 @@ CREATE TABLE task (
     last_error       TEXT,
     -- The lease: who runs the task and until when. `lease_token` changes on every claim and
     -- fences every write of the holder (a worker whose lease was taken over cannot overwrite).
+    -- A completed task keeps `lease_owner`: the worker of its successful attempt.
     lease_owner      TEXT,
     lease_expires_at INTEGER,
     lease_token      INTEGER NOT NULL DEFAULT 0,
@@ -75,7 +76,10 @@ CREATE INDEX task_lease ON task (lease_expires_at) WHERE status = 'running';
 -- deliberately not in this index: batch_id never changes, so the hot path never updates it.
 CREATE INDEX task_by_batch ON task (batch_id);
 
--- One row per attempt, so a user can see why every attempt failed.
+-- One row per attempt that did not succeed (failed, timed out, rate-limited, lost, aborted), so
+-- a user can see why every attempt failed. A successful attempt is the task row itself
+-- (claimed_at .. finished_at, lease_owner, attempt): copying it here would double the writes of
+-- the common case for no information.
 CREATE TABLE task_attempt (
     id          INTEGER PRIMARY KEY,
     task_id     INTEGER NOT NULL REFERENCES task (id) ON DELETE CASCADE,

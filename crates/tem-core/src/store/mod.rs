@@ -78,7 +78,8 @@ pub(crate) struct OutcomeRow {
     pub message: Option<String>,
     /// Pause this limit key until then (a 429 with Retry-After), in the same commit.
     pub pause: Option<(Arc<str>, Millis)>,
-    /// Record the attempt in the history (false for a task given back before it started).
+    /// Record the attempt in the history table: every attempt that did not succeed and was
+    /// really started (a success lives on in the task row itself).
     pub history: bool,
 }
 

@@ -1,6 +1,6 @@
 //! Finished attempts, as one section of a group commit: every outcome of the cycle travels as one
-//! JSON parameter, recorded in the history and applied to the task rows by two set-based
-//! statements. Both are fenced by the lease token: an outcome from a worker whose lease was taken
+//! JSON parameter, applied to the task rows (and, unless it succeeded, recorded in the history)
+//! by set-based statements. Both are fenced by the lease token: an outcome from a worker whose lease was taken
 //! over changes nothing.
 
 use std::collections::HashSet;
@@ -14,7 +14,8 @@ use crate::time::Millis;
 
 /// Where the section's results are, once the program ran.
 pub(super) struct OutcomeSection {
-    applied: usize,
+    /// The statements whose returned ids are the outcomes applied.
+    applied: Vec<usize>,
 }
 
 #[derive(Serialize)]
@@ -22,7 +23,6 @@ struct Row<'a> {
     id: i64,
     token: i64,
     status: &'a str,
-    result: Option<&'a str>,
     error: Option<&'a str>,
     run_after: Option<Millis>,
     task_finished_at: Option<Millis>,
@@ -48,31 +48,59 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
         source,
     })?;
     let json = Value::Text(json.into());
-    // History first: once the task row is updated, the fence below no longer matches.
-    program.push(
-        "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, \
-             outcome, http_status, message, retry_at) \
-         SELECT t.id, t.batch_id, j.value->>'attempt', j.value->>'worker', j.value->>'started_at', \
-             j.value->>'finished_at', j.value->>'outcome', j.value->>'http_status', \
-             j.value->>'message', j.value->>'retry_at' \
-         FROM json_each(?) AS j CROSS JOIN task AS t \
-         WHERE t.id = j.value->>'id' AND t.lease_token = j.value->>'token' AND t.status = 'running' \
-           AND j.value->>'history'",
-        &[json.clone()],
-    )?;
-    let applied = program.push(
-        "UPDATE task SET status = v.status, result = v.result, last_error = v.error, \
-             run_after = coalesce(v.run_after, task.run_after), finished_at = v.task_finished_at, \
-             attempt = task.attempt - v.refund, lease_owner = NULL, lease_expires_at = NULL \
-         FROM (SELECT value->>'id' AS id, value->>'token' AS token, value->>'status' AS status, \
-                      value->>'result' AS result, value->>'error' AS error, \
-                      value->>'run_after' AS run_after, value->>'task_finished_at' AS task_finished_at, \
-                      value->>'refund' AS refund \
-               FROM json_each(?)) AS v \
-         WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
-         RETURNING task.id",
-        &[json.clone()],
-    )?;
+    // History first: once the task row is updated, the fence below no longer matches. A success
+    // is not copied there: the task row itself keeps its last attempt.
+    if outcomes.iter().any(|o| o.history) {
+        program.push(
+            "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, \
+                 outcome, http_status, message, retry_at) \
+             SELECT t.id, t.batch_id, j.value->>'attempt', j.value->>'worker', j.value->>'started_at', \
+                 j.value->>'finished_at', j.value->>'outcome', j.value->>'http_status', \
+                 j.value->>'message', j.value->>'retry_at' \
+             FROM json_each(?) AS j CROSS JOIN task AS t \
+             WHERE t.id = j.value->>'id' AND t.lease_token = j.value->>'token' AND t.status = 'running' \
+               AND j.value->>'history'",
+            &[json.clone()],
+        )?;
+    }
+    // Successes, the common case, travel as compact rows of the four fields they need.
+    let successes: Vec<(i64, i64, Millis, Option<&str>)> = outcomes
+        .iter()
+        .filter_map(|o| match &o.next {
+            Next::Complete { result } => Some((o.task_id.0, o.lease_token, o.finished_at, result.as_deref())),
+            _ => None,
+        })
+        .collect();
+    let mut applied = Vec::new();
+    if !successes.is_empty() {
+        let compact = serde_json::to_string(&successes).map_err(|source| Error::Json {
+            what: "outcomes",
+            source,
+        })?;
+        applied.push(program.push(
+            "UPDATE task SET status = 'completed', result = v.result, last_error = NULL, \
+                 finished_at = v.finished_at, lease_expires_at = NULL \
+             FROM (SELECT value->>0 AS id, value->>1 AS token, value->>2 AS finished_at, value->>3 AS result \
+                   FROM json_each(?)) AS v \
+             WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
+             RETURNING task.id",
+            &[compact.into()],
+        )?);
+    }
+    if successes.len() < outcomes.len() {
+        applied.push(program.push(
+            "UPDATE task SET status = v.status, result = NULL, last_error = v.error, \
+                 run_after = coalesce(v.run_after, task.run_after), finished_at = v.task_finished_at, \
+                 attempt = task.attempt - v.refund, lease_expires_at = NULL, lease_owner = NULL \
+             FROM (SELECT value->>'id' AS id, value->>'token' AS token, value->>'status' AS status, \
+                          value->>'error' AS error, value->>'run_after' AS run_after, \
+                          value->>'task_finished_at' AS task_finished_at, value->>'refund' AS refund \
+                   FROM json_each(?) WHERE value->>'status' <> 'completed') AS v \
+             WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
+             RETURNING task.id",
+            &[json.clone()],
+        )?);
+    }
     if outcomes.iter().any(|o| o.pause.is_some()) {
         program.push(
             "INSERT INTO limit_pause (key, until, reason) \
@@ -97,9 +125,10 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
 impl OutcomeSection {
     /// Per outcome, whether its lease still held and it was applied.
     pub fn accepted(&self, results: &[StatementResult], outcomes: &[OutcomeRow]) -> Result<Vec<bool>> {
-        let applied: HashSet<i64> = results[self.applied]
-            .rows
+        let applied: HashSet<i64> = self
+            .applied
             .iter()
+            .flat_map(|&statement| results[statement].rows.iter())
             .map(|row| sqlx::Row::try_get::<i64, _>(row, 0))
             .collect::<Result<_, _>>()?;
         Ok(outcomes.iter().map(|o| applied.contains(&o.task_id.0)).collect())
@@ -107,11 +136,11 @@ impl OutcomeSection {
 }
 
 fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
-    let (status, result, run_after, task_finished_at, refund) = match &o.next {
-        Next::Complete { result } => ("completed", result.as_deref(), None, Some(o.finished_at), 0),
-        Next::Retry { run_after } => ("pending", None, Some(*run_after), None, 0),
-        Next::Fail => ("failed", None, None, Some(o.finished_at), 0),
-        Next::Release => ("pending", None, Some(now), None, 1),
+    let (status, run_after, task_finished_at, refund) = match &o.next {
+        Next::Complete { .. } => ("completed", None, Some(o.finished_at), 0),
+        Next::Retry { run_after } => ("pending", Some(*run_after), None, 0),
+        Next::Fail => ("failed", None, Some(o.finished_at), 0),
+        Next::Release => ("pending", Some(now), None, 1),
     };
     let error = match &o.next {
         Next::Complete { .. } | Next::Release => None,
@@ -125,7 +154,6 @@ fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
         id: o.task_id.0,
         token: o.lease_token,
         status,
-        result,
         error,
         run_after,
         task_finished_at,

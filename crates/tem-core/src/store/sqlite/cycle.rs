@@ -108,7 +108,7 @@ mod tests {
             http_status: None,
             message: None,
             pause: None,
-            history: true,
+            history: false, // as the executor does for a success
         }
     }
 
@@ -156,6 +156,8 @@ mod tests {
         let attempts = store.attempts(task.id).await.unwrap();
         let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
         assert_eq!(outcomes, [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]);
+        assert_eq!(attempts[0].worker.as_deref(), Some("zombie"));
+        assert_eq!(attempts[1].worker.as_deref(), Some("live"), "the task row keeps its successful worker");
         assert_eq!(store.batch(batch.id).await.unwrap().unwrap().stats.completed, 1);
     }
 

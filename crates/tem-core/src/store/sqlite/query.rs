@@ -41,11 +41,19 @@ impl SqliteStore {
         rows.iter().map(task_from_row).collect()
     }
 
-    /// Every attempt of a task, oldest first.
+    /// Every attempt of a task, oldest first: the history table holds the attempts that did not
+    /// succeed, and a completed task's own row is its successful last attempt.
     pub async fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
             "SELECT task_id, attempt, worker, started_at, finished_at, outcome, http_status, message, retry_at \
-             FROM task_attempt WHERE task_id = ? ORDER BY id",
+             FROM ( \
+                 SELECT 0 AS latest, id AS seq, task_id, attempt, worker, started_at, finished_at, outcome, \
+                        http_status, message, retry_at \
+                 FROM task_attempt WHERE task_id = ?1 \
+                 UNION ALL \
+                 SELECT 1, 0, id, attempt, lease_owner, claimed_at, finished_at, 'succeeded', NULL, NULL, NULL \
+                 FROM task WHERE id = ?1 AND status = 'completed') \
+             ORDER BY latest, seq",
         )
         .bind(task.0)
         .fetch_all(&self.read)
