@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tem_core::{
-    AttemptOutcome, BatchId, BatchStatus, Engine, NewBatch, NewTask, RunReport, TaskContext, TaskError, TaskFilter,
-    TaskStatus, WorkerOptions,
+    AttemptOutcome, BatchId, BatchStatus, Engine, NewBatch, NewTask, RunReport, TaskContext, TaskError,
+    TaskFilter, TaskStatus, WorkerOptions,
 };
 use tem_e2e::recorder;
 use tokio::process::{Child, Command};
@@ -28,7 +28,11 @@ async fn report_of(child: Child) -> RunReport {
         .await
         .expect("worker process finished in time")
         .expect("worker process output");
-    assert!(output.status.success(), "worker process failed: {:?}", output.status);
+    assert!(
+        output.status.success(),
+        "worker process failed: {:?}",
+        output.status
+    );
     serde_json::from_slice::<serde_json::Value>(&output.stdout)
         .ok()
         .and_then(|v| {
@@ -46,7 +50,10 @@ async fn setup(tasks: u64) -> (tempfile::TempDir, String, Engine, BatchId) {
     let db = format!("sqlite://{}", dir.path().join("tem.db").display());
     let engine = Engine::open(&db).await.unwrap();
     let batch = engine.create_batch(NewBatch::new("procs", "e2e")).await.unwrap();
-    engine.enqueue(batch.id, (0..tasks).map(|i| NewTask::new("call", &i).unwrap())).await.unwrap();
+    engine
+        .enqueue(batch.id, (0..tasks).map(|i| NewTask::new("call", &i).unwrap()))
+        .await
+        .unwrap();
     (dir, db, engine, batch.id)
 }
 
@@ -55,22 +62,36 @@ async fn claims_are_exclusive_with_eight_workers_in_two_processes() {
     const TASKS: u64 = 3000;
     let (_dir, db, engine, batch) = setup(TASKS).await;
     let (calls, url) = recorder::start().await;
-    let envs = [("TEM_FIXTURE_WORKERS", "4"), ("TEM_FIXTURE_CONCURRENCY", "4"), ("TEM_FIXTURE_SLEEP_MS", "1")];
+    let envs = [
+        ("TEM_FIXTURE_WORKERS", "4"),
+        ("TEM_FIXTURE_CONCURRENCY", "4"),
+        ("TEM_FIXTURE_SLEEP_MS", "1"),
+    ];
     let a = worker_process(&db, &url, &envs);
     let b = worker_process(&db, &url, &envs);
     let (a, b) = tokio::join!(report_of(a), report_of(b));
 
     assert_eq!(a.succeeded + b.succeeded, TASKS);
-    assert!(a.succeeded > 0 && b.succeeded > 0, "both processes claimed work: {a:?} {b:?}");
-    let calls = calls.lock().unwrap();
-    assert!(calls.overlaps.is_empty(), "tasks ran twice at once: {:?}", calls.overlaps);
+    assert!(
+        a.succeeded > 0 && b.succeeded > 0,
+        "both processes claimed work: {a:?} {b:?}"
+    );
+    let calls = recorder::snapshot(&calls);
+    assert!(
+        calls.overlaps.is_empty(),
+        "tasks ran twice at once: {:?}",
+        calls.overlaps
+    );
     assert_eq!(calls.starts.len() as u64, TASKS);
     let repeated: Vec<_> = calls.starts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(repeated.is_empty(), "tasks started more than once: {repeated:?}");
 
     let batch = engine.batch(batch).await.unwrap();
     assert_eq!(batch.status, BatchStatus::Completed);
-    assert_eq!((batch.stats.completed, batch.stats.lost, batch.stats.retried), (TASKS as i64, 0, 0));
+    assert_eq!(
+        (batch.stats.completed, batch.stats.lost, batch.stats.retried),
+        (TASKS as i64, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +99,11 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
     const TASKS: u64 = 400;
     let (_dir, db, engine, batch) = setup(TASKS).await;
     let (calls, url) = recorder::start().await;
-    let envs = [("TEM_FIXTURE_CONCURRENCY", "8"), ("TEM_FIXTURE_LEASE_MS", "1500"), ("TEM_FIXTURE_SLEEP_MS", "30")];
+    let envs = [
+        ("TEM_FIXTURE_CONCURRENCY", "8"),
+        ("TEM_FIXTURE_LEASE_MS", "1500"),
+        ("TEM_FIXTURE_SLEEP_MS", "30"),
+    ];
     let mut victim = worker_process(&db, &url, &envs);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -87,17 +112,32 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
         if stats.completed >= 60 && stats.running > 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the victim made no progress: {stats:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the victim made no progress: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     victim.start_kill().expect("SIGKILL");
     victim.wait().await.expect("reap the victim");
 
     // What the dead process left: committed successes, and tasks stranded in `running`.
-    let all = TaskFilter { batch: Some(batch), limit: Some(10_000), ..Default::default() };
+    let all = TaskFilter {
+        batch: Some(batch),
+        limit: Some(10_000),
+        ..Default::default()
+    };
     let before = engine.tasks(&all).await.unwrap();
-    let done_before: HashSet<_> = before.iter().filter(|t| t.status == TaskStatus::Completed).map(|t| t.id).collect();
-    let stranded: Vec<_> = before.iter().filter(|t| t.status == TaskStatus::Running).cloned().collect();
+    let done_before: HashSet<_> = before
+        .iter()
+        .filter(|t| t.status == TaskStatus::Completed)
+        .map(|t| t.id)
+        .collect();
+    let stranded: Vec<_> = before
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .cloned()
+        .collect();
     assert!(!stranded.is_empty(), "the kill happened mid-batch");
 
     // Another worker finishes the batch once the dead worker's leases expire.
@@ -112,7 +152,11 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
             async move {
                 let id = ctx.task_id;
                 for step in ["start", "end"] {
-                    client.get(format!("{url}/{step}/{id}")).send().await.map_err(|e| TaskError::retryable(e.to_string()))?;
+                    client
+                        .get(format!("{url}/{step}/{id}"))
+                        .send()
+                        .await
+                        .map_err(|e| TaskError::retryable(e.to_string()))?;
                 }
                 Ok::<_, TaskError>(id.0)
             }
@@ -126,17 +170,32 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
     assert_eq!((after.stats.completed, after.stats.failed), (TASKS as i64, 0));
     assert_eq!(after.stats.lost, stranded.len() as i64);
 
-    let calls = calls.lock().unwrap();
+    let calls = recorder::snapshot(&calls);
     for id in &done_before {
-        assert_eq!(calls.starts.get(&id.0), Some(&1), "task {id} succeeded before the kill and was called again");
+        assert_eq!(
+            calls.starts.get(&id.0),
+            Some(&1),
+            "task {id} succeeded before the kill and was called again"
+        );
     }
     for task in &stranded {
         let lease_end = task.lease_expires_at.expect("a running task has a lease");
         let attempts = engine.attempts(task.id).await.unwrap();
         let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded], "task {}", task.id);
-        assert!(attempts[0].finished_at > lease_end, "rescued before its lease expired");
-        assert!(attempts[1].started_at >= attempts[0].finished_at, "re-run before the rescue");
+        assert_eq!(
+            outcomes,
+            [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded],
+            "task {}",
+            task.id
+        );
+        assert!(
+            attempts[0].finished_at > lease_end,
+            "rescued before its lease expired"
+        );
+        assert!(
+            attempts[1].started_at >= attempts[0].finished_at,
+            "re-run before the rescue"
+        );
         let finished = engine.task(task.id).await.unwrap();
         assert_eq!(finished.attempt, 2);
         assert_eq!(finished.result_as::<i64>().unwrap(), Some(task.id.0));

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 
 /// What the recorder saw.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Calls {
     /// Starts per task id.
     pub starts: HashMap<i64, u32>,
@@ -23,6 +23,11 @@ pub struct Calls {
 /// The recorder's shared state.
 pub type Recorder = Arc<Mutex<Calls>>;
 
+/// A copy of what the recorder has seen so far.
+pub fn snapshot(recorder: &Recorder) -> Calls {
+    recorder.lock().expect("recorder lock").clone()
+}
+
 /// Starts a recorder; returns its state and base URL.
 pub async fn start() -> (Recorder, String) {
     let calls: Recorder = Arc::default();
@@ -30,7 +35,9 @@ pub async fn start() -> (Recorder, String) {
         .route("/start/{task}", get(on_start))
         .route("/end/{task}", get(on_end))
         .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind recorder");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind recorder");
     let addr: SocketAddr = listener.local_addr().expect("recorder address");
     tokio::spawn(async move { axum::serve(listener, router).await.expect("recorder") });
     (calls, format!("http://{addr}"))

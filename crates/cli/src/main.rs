@@ -1,1 +1,54 @@
-fn main() {}
+//! `tem`: run durable batches of rate-limited HTTP calls, inspect and steer them, and serve the
+//! APIs to test them against. This file only parses arguments and dispatches; the work is done
+//! by the library crates.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Durable batches of rate-limited calls, and the servers to test them against.
+#[derive(Parser)]
+#[command(name = "tem", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter (e.g. `info`, `tem_core=debug`); also read from TEM_LOG.
+    #[arg(long, global = true, env = "TEM_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a 10,000-task batch against a simulated rate-limited, flaky API and print the report.
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => commands::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -139,7 +139,11 @@ impl Engine {
     }
 
     /// Adds `tasks` to `batch` in one transaction; returns their ids in input order.
-    pub async fn enqueue(&self, batch: BatchId, tasks: impl IntoIterator<Item = NewTask>) -> Result<Vec<TaskId>> {
+    pub async fn enqueue(
+        &self,
+        batch: BatchId,
+        tasks: impl IntoIterator<Item = NewTask>,
+    ) -> Result<Vec<TaskId>> {
         let tasks: Vec<NewTask> = tasks.into_iter().collect();
         for task in &tasks {
             if task.kind.trim().is_empty() {
@@ -239,7 +243,11 @@ impl Engine {
 
     /// The retry policy in force for a batch: its own, else the engine's.
     pub(crate) async fn retry_policy(&self, batch: BatchId) -> Result<RetryPolicy> {
-        Ok(self.batch(batch).await?.retry.unwrap_or_else(|| self.inner.options.retry.clone()))
+        Ok(self
+            .batch(batch)
+            .await?
+            .retry
+            .unwrap_or_else(|| self.inner.options.retry.clone()))
     }
 
     async fn max_attempts_for(&self, batch: BatchId) -> Result<u32> {

@@ -69,7 +69,12 @@ pub(crate) async fn execute(
 }
 
 /// One attempt. Returns the wait for its commit, once the outcome is queued.
-async fn run(shared: &Arc<Shared>, lane: &Lane, task: ClaimedTask, cancel: CancellationToken) -> Option<Pending> {
+async fn run(
+    shared: &Arc<Shared>,
+    lane: &Lane,
+    task: ClaimedTask,
+    cancel: CancellationToken,
+) -> Option<Pending> {
     let timeout = shared.timeout_for(task.batch_id).await;
     let gate = async {
         // A task claimed ahead must not start while a sibling's Retry-After pauses its key.
@@ -145,9 +150,11 @@ async fn run(shared: &Arc<Shared>, lane: &Lane, task: ClaimedTask, cancel: Cance
             shared.finish(task.id);
             return None;
         }
-        Ending::Aborted | Ending::AbortedUnstarted => {
-            (Next::Release, AttemptOutcome::Aborted, Some(TaskError::retryable("worker aborted")))
-        }
+        Ending::Aborted | Ending::AbortedUnstarted => (
+            Next::Release,
+            AttemptOutcome::Aborted,
+            Some(TaskError::retryable("worker aborted")),
+        ),
         Ending::Finished(Ok(result)) => {
             shared.concurrency.on_success();
             (Next::Complete { result }, AttemptOutcome::Succeeded, None)
@@ -189,7 +196,13 @@ async fn run(shared: &Arc<Shared>, lane: &Lane, task: ClaimedTask, cancel: Cance
 
 /// Retry (when, honouring Retry-After) or fail; pauses the key and shrinks concurrency on
 /// rate-limit and overload responses.
-async fn next_after_failure(shared: &Shared, lane: &Lane, task: &ClaimedTask, error: &TaskError, started: Instant) -> Next {
+async fn next_after_failure(
+    shared: &Shared,
+    lane: &Lane,
+    task: &ClaimedTask,
+    error: &TaskError,
+    started: Instant,
+) -> Next {
     if matches!(error.kind, ErrorKind::RateLimited | ErrorKind::Overloaded) {
         shared.concurrency.on_congestion(started);
         if let Some(wait) = error.retry_after {

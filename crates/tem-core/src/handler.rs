@@ -137,8 +137,9 @@ where
         let fut = (self.f)(parsed, ctx);
         Box::pin(async move {
             let result = fut.await?;
-            let json = serde_json::to_string(&result)
-                .map_err(|e| TaskError::non_retryable(format!("the handler's result is not serialisable: {e}")))?;
+            let json = serde_json::to_string(&result).map_err(|e| {
+                TaskError::non_retryable(format!("the handler's result is not serialisable: {e}"))
+            })?;
             Ok((json != "null").then_some(json))
         })
     }

@@ -33,13 +33,13 @@ pub const DEFAULT_MIN_SAMPLE: u64 = 20;
 impl InterruptionCriteria {
     /// Checks ranges, naming the bad field.
     pub fn validate(&self) -> Result<()> {
-        if let Some(rate) = self.max_error_rate {
-            if !(0.0..=1.0).contains(&rate) || rate.is_nan() {
-                return Err(Error::invalid(
-                    "max_error_rate",
-                    format!("{rate} is not a fraction between 0.0 and 1.0"),
-                ));
-            }
+        if let Some(rate) = self.max_error_rate
+            && (!(0.0..=1.0).contains(&rate) || rate.is_nan())
+        {
+            return Err(Error::invalid(
+                "max_error_rate",
+                format!("{rate} is not a fraction between 0.0 and 1.0"),
+            ));
         }
         if self.max_task_runtime_ms == Some(0) {
             return Err(Error::invalid(
@@ -88,8 +88,16 @@ mod tests {
             ..Default::default()
         };
         let merged = batch.over(&defaults);
-        assert_eq!(merged.max_failed_tasks, Some(0), "the batch's 0 wins over the default");
-        assert_eq!(merged.max_rate_limited, Some(5), "unset keys come from the defaults");
+        assert_eq!(
+            merged.max_failed_tasks,
+            Some(0),
+            "the batch's 0 wins over the default"
+        );
+        assert_eq!(
+            merged.max_rate_limited,
+            Some(5),
+            "unset keys come from the defaults"
+        );
     }
 
     #[test]

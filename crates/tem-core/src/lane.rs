@@ -8,6 +8,9 @@ use tokio::time::Instant;
 
 use crate::limit::{Budget, Quota, RateLimiter};
 
+/// The resolution of tokio's timer.
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Limits of one key: requests per period and an optional weighted budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -38,7 +41,9 @@ impl Limits {
 pub(crate) enum Readiness {
     Ready,
     /// Not before `until`.
-    Wait { until: Instant },
+    Wait {
+        until: Instant,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -67,9 +72,13 @@ impl Lane {
     pub fn new(key: Arc<str>, types: &[String], limits: Limits) -> Self {
         Lane {
             key,
-            types_json: serde_json::to_string(types).unwrap_or_else(|_| "[]".into()).into(),
+            types_json: serde_json::to_string(types)
+                .unwrap_or_else(|_| "[]".into())
+                .into(),
             rate: limits.rate.map(RateLimiter::new),
-            start_gate: limits.rate.map(RateLimiter::new),
+            start_gate: limits
+                .rate
+                .map(|quota| RateLimiter::new(quota.for_timer(TIMER_TICK))),
             budget: limits.budget.map(Budget::new),
             state: Mutex::new(State::default()),
         }

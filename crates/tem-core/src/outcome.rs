@@ -99,7 +99,11 @@ impl TaskError {
     }
 
     /// The error an HTTP response stands for, or `None` when it is a success.
-    pub fn from_response(status: StatusCode, headers: &HeaderMap, message: impl Into<String>) -> Option<Self> {
+    pub fn from_response(
+        status: StatusCode,
+        headers: &HeaderMap,
+        message: impl Into<String>,
+    ) -> Option<Self> {
         let kind = match classify(status, headers) {
             Verdict::Success => return None,
             Verdict::Retryable => ErrorKind::Retryable,
@@ -180,13 +184,17 @@ pub fn classify(status: StatusCode, headers: &HeaderMap) -> Verdict {
 /// `RateLimit-Reset` / `X-RateLimit-Reset` when the remaining quota is zero.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(value) = header_str(headers, "retry-after") {
-        if let Ok(secs) = value.parse::<f64>() {
-            if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs.min(86_400.0)));
-            }
+        if let Ok(secs) = value.parse::<f64>()
+            && secs.is_finite()
+            && secs >= 0.0
+        {
+            return Some(Duration::from_secs_f64(secs.min(86_400.0)));
         }
         if let Ok(at) = httpdate::parse_http_date(value) {
-            return Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+            return Some(
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default(),
+            );
         }
     }
     let exhausted = ["ratelimit-remaining", "x-ratelimit-remaining"]
@@ -255,7 +263,11 @@ mod tests {
             (599, Verdict::Retryable),
         ];
         for (status, want) in cases {
-            assert_eq!(classify(StatusCode::from_u16(status).unwrap(), &none), want, "{status}");
+            assert_eq!(
+                classify(StatusCode::from_u16(status).unwrap(), &none),
+                want,
+                "{status}"
+            );
         }
     }
 
@@ -264,12 +276,17 @@ mod tests {
         let h = headers(&[("retry-after", "7")]);
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, &h),
-            Verdict::RateLimited { retry_after: Some(Duration::from_secs(7)) }
+            Verdict::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            }
         );
         let later = std::time::SystemTime::now() + Duration::from_secs(30);
         let h = headers(&[("retry-after", &httpdate::fmt_http_date(later))]);
         let wait = retry_after(&h).unwrap();
-        assert!(wait > Duration::from_secs(27) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ impl RetryPolicy {
     /// Checks the policy's fields, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
         if self.max_attempts == 0 {
-            return Err(Error::invalid("max_attempts", "must be at least 1 (1 means no retries)"));
+            return Err(Error::invalid(
+                "max_attempts",
+                "must be at least 1 (1 means no retries)",
+            ));
         }
         if self.cap < self.base {
             return Err(Error::invalid(
@@ -127,7 +130,11 @@ mod tests {
     fn full_jitter_spreads_delays() {
         let p = policy(Jitter::Full);
         let draws: std::collections::HashSet<u128> = (0..50).map(|_| p.backoff(4).as_micros()).collect();
-        assert!(draws.len() > 40, "full jitter should rarely repeat a delay: {}", draws.len());
+        assert!(
+            draws.len() > 40,
+            "full jitter should rarely repeat a delay: {}",
+            draws.len()
+        );
     }
 
     #[test]

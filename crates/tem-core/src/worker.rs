@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::BatchId;
+use crate::committer::TopUp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::handler::{Handler, typed};
@@ -24,11 +25,13 @@ use crate::lane::{Lane, Limits, Readiness};
 use crate::limit::{AdaptiveConcurrency, Aimd, ConcurrencyPermit};
 use crate::outcome::TaskError;
 use crate::retry::RetryPolicy;
-use crate::committer::TopUp;
 use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow};
 use crate::task::TaskId;
 use crate::time::Millis;
 use crate::{executor, lease};
+
+/// How far ahead a rate-limited lane may reserve grants for one claim.
+const RATE_LOOKAHEAD: Duration = Duration::from_millis(20);
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -112,15 +115,24 @@ impl WorkerOptions {
             return Err(Error::invalid("max_claim", "must be at least 1"));
         }
         if self.lease < Duration::from_millis(300) {
-            return Err(Error::invalid("lease", "must be at least 300 ms (it is renewed every third)"));
+            return Err(Error::invalid(
+                "lease",
+                "must be at least 300 ms (it is renewed every third)",
+            ));
         }
         if self.poll_interval.is_zero() || self.rescue_interval.is_zero() {
-            return Err(Error::invalid("poll_interval", "intervals must be longer than zero"));
+            return Err(Error::invalid(
+                "poll_interval",
+                "intervals must be longer than zero",
+            ));
         }
-        if let Some(aimd) = self.adaptive {
-            if !(aimd.decrease_factor > 0.0 && aimd.decrease_factor < 1.0) {
-                return Err(Error::invalid("decrease_factor", "must be between 0 and 1 (exclusive)"));
-            }
+        if let Some(aimd) = self.adaptive
+            && !(aimd.decrease_factor > 0.0 && aimd.decrease_factor < 1.0)
+        {
+            return Err(Error::invalid(
+                "decrease_factor",
+                "must be between 0 and 1 (exclusive)",
+            ));
         }
         Ok(())
     }
@@ -186,7 +198,12 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     pub(crate) fn new(engine: Engine, options: WorkerOptions) -> Self {
-        let owner = format!("{}-{}-{:08x}", host_name(), std::process::id(), rand::random::<u32>());
+        let owner = format!(
+            "{}-{}-{:08x}",
+            host_name(),
+            std::process::id(),
+            rand::random::<u32>()
+        );
         Worker {
             engine,
             options,
@@ -276,7 +293,10 @@ impl Worker {
     fn into_shared(self) -> Result<Shared> {
         self.options.validate()?;
         if self.handlers.is_empty() {
-            return Err(Error::invalid("handlers", "register at least one handler before running a worker"));
+            return Err(Error::invalid(
+                "handlers",
+                "register at least one handler before running a worker",
+            ));
         }
         let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
         for kind in self.handlers.keys() {
@@ -306,7 +326,10 @@ impl Worker {
             .collect();
         let mut all_types: Vec<&String> = self.handlers.keys().collect();
         all_types.sort();
-        let limited = self.limits.values().any(|l| l.rate.is_some() || l.budget.is_some());
+        let limited = self
+            .limits
+            .values()
+            .any(|l| l.rate.is_some() || l.budget.is_some());
         let prefetch = match (limited, self.options.prefetch) {
             (true, _) | (false, Some(0)) => None,
             (false, Some(n)) => Some(n),
@@ -379,7 +402,12 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
                 // stop when idle stops as soon as nothing is left for it.
                 if until_idle && shared.inflight_is_empty() {
                     let batch = shared.options.batch;
-                    if !shared.engine.store().has_work(&shared.all_types_json, batch).await? {
+                    if !shared
+                        .engine
+                        .store()
+                        .has_work(&shared.all_types_json, batch)
+                        .await?
+                    {
                         return Ok(());
                     }
                 }
@@ -438,15 +466,27 @@ async fn claim_and_spawn(
         concurrency: shared.concurrency.clone(),
         prefetch: shared.prefetch.clone(),
         // A weighted budget learns each task's cost only once claimed: one at a time.
-        limit: if lane.budget.is_some() { 1 } else { shared.options.max_claim as usize },
+        limit: if lane.budget.is_some() {
+            1
+        } else {
+            shared.options.max_claim as usize
+        },
         slots: Mutex::new(vec![seed]),
     });
     let top_up: Option<Arc<dyn TopUp>> = match &lane.rate {
-        // Every task of a rate-limited lane needs its grant now, before the claim.
+        // Every task of a rate-limited lane needs its grant before the claim. Grants due within a
+        // short lookahead are taken too, so a fast quota is not capped by one claim per commit;
+        // the lane's start gate then spaces the actual calls.
         Some(rate) => {
+            let now = Instant::now();
+            let by = now + RATE_LOOKAHEAD;
             while capacity.len() < capacity.limit {
-                let Some(permit) = shared.concurrency.try_acquire() else { break };
-                let Some(grant) = rate.try_acquire() else { break };
+                let Some(permit) = shared.concurrency.try_acquire() else {
+                    break;
+                };
+                let Some(grant) = rate.try_acquire_by(now, by) else {
+                    break;
+                };
                 grants.push(grant);
                 lock(&capacity.slots).push(Slot::Run(permit));
             }
@@ -543,7 +583,11 @@ impl TopUp for Capacity {
         while slots.len() < self.limit {
             if let Some(permit) = self.concurrency.try_acquire() {
                 slots.push(Slot::Run(permit));
-            } else if let Some(ahead) = self.prefetch.as_ref().and_then(|p| p.clone().try_acquire_owned().ok()) {
+            } else if let Some(ahead) = self
+                .prefetch
+                .as_ref()
+                .and_then(|p| p.clone().try_acquire_owned().ok())
+            {
                 slots.push(Slot::Ahead(ahead));
             } else {
                 break;
@@ -647,7 +691,12 @@ impl Shared {
     }
 
     fn spawn(self: &Arc<Self>, executors: &mut JoinSet<()>, buffered: Buffered, permit: ConcurrencyPermit) {
-        let Buffered { lane, task, cancel, slot } = buffered;
+        let Buffered {
+            lane,
+            task,
+            cancel,
+            slot,
+        } = buffered;
         drop(slot);
         executors.spawn(executor::execute(self.clone(), lane, task, permit, cancel));
     }
@@ -662,7 +711,12 @@ impl Shared {
         if self.shutdown.is_requested() || self.concurrency.is_shrinking() {
             return None;
         }
-        let Buffered { lane, task, cancel, slot } = self.pop_buffered()?;
+        let Buffered {
+            lane,
+            task,
+            cancel,
+            slot,
+        } = self.pop_buffered()?;
         drop(slot);
         Some((lane, task, cancel))
     }
@@ -678,7 +732,10 @@ impl Shared {
         Box::pin(async move {
             match committed.await {
                 Ok(true) => shared.count(&next),
-                Ok(false) => tracing::warn!(task = id.0, "lease was taken over before the outcome committed; outcome dropped"),
+                Ok(false) => tracing::warn!(
+                    task = id.0,
+                    "lease was taken over before the outcome committed; outcome dropped"
+                ),
                 Err(error) => shared.fail(error),
             }
             shared.finish(id);
@@ -712,7 +769,13 @@ impl Shared {
     }
 
     fn start(&self, id: TaskId, cancel: CancellationToken) {
-        lock(&self.inflight).insert(id, InFlight { cancel, reporting: false });
+        lock(&self.inflight).insert(
+            id,
+            InFlight {
+                cancel,
+                reporting: false,
+            },
+        );
     }
 
     fn mark_reporting(&self, id: TaskId) {
@@ -734,11 +797,14 @@ impl Shared {
     }
 
     pub(crate) fn lease_lost(&self, id: TaskId) {
-        if let Some(task) = lock(&self.inflight).get(&id) {
-            if !task.reporting {
-                tracing::warn!(task = id.0, "lease renewal found the task taken over; cancelling it here");
-                task.cancel.cancel();
-            }
+        if let Some(task) = lock(&self.inflight).get(&id)
+            && !task.reporting
+        {
+            tracing::warn!(
+                task = id.0,
+                "lease renewal found the task taken over; cancelling it here"
+            );
+            task.cancel.cancel();
         }
     }
 

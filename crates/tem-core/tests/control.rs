@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tem_core::{
-    AttemptOutcome, BatchStatus, Engine, InterruptionCriteria, Jitter, NewBatch, NewTask, RetryPolicy, TaskContext,
-    TaskError, TaskFilter, TaskStatus, WorkerOptions,
+    AttemptOutcome, BatchStatus, Engine, InterruptionCriteria, Jitter, NewBatch, NewTask, RetryPolicy,
+    TaskContext, TaskError, TaskFilter, TaskStatus, WorkerOptions,
 };
 
 fn retry(max_attempts: u32) -> RetryPolicy {
@@ -37,13 +37,23 @@ async fn running(engine: &Engine, batch: tem_core::BatchId) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_cancels_a_hung_handler_and_counts_as_retryable() {
     let (_dir, engine) = common::engine().await;
-    let batch = engine.create_batch(NewBatch::new("hang", "t").retry(retry(2))).await.unwrap();
-    let ids = engine.enqueue(batch.id, [NewTask::new("hang", &()).unwrap()]).await.unwrap();
+    let batch = engine
+        .create_batch(NewBatch::new("hang", "t").retry(retry(2)))
+        .await
+        .unwrap();
+    let ids = engine
+        .enqueue(batch.id, [NewTask::new("hang", &()).unwrap()])
+        .await
+        .unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
     let token_fired = Arc::new(AtomicUsize::new(0));
     let (d, t) = (dropped.clone(), token_fired.clone());
     engine
-        .worker(WorkerOptions::default().batch(batch.id).timeout(Duration::from_millis(200)))
+        .worker(
+            WorkerOptions::default()
+                .batch(batch.id)
+                .timeout(Duration::from_millis(200)),
+        )
         .handle("hang", move |(): (), ctx: TaskContext| {
             let guard = DropCounter(d.clone());
             let fired = t.clone();
@@ -65,12 +75,19 @@ async fn a_timeout_cancels_a_hung_handler_and_counts_as_retryable() {
     let task = engine.task(ids[0]).await.unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     let attempts = engine.attempts(ids[0]).await.unwrap();
-    assert_eq!(attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(), [AttemptOutcome::Timeout; 2]);
+    assert_eq!(
+        attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        [AttemptOutcome::Timeout; 2]
+    );
     for a in &attempts {
         let ran = a.finished_at - a.started_at;
         assert!((195..1000).contains(&ran), "attempt ran {ran} ms");
     }
-    assert_eq!(dropped.load(Ordering::SeqCst), 2, "both hung futures were dropped");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "both hung futures were dropped"
+    );
     common::eventually(Duration::from_secs(2), "cancellation tokens", || {
         let fired = token_fired.clone();
         async move { fired.load(Ordering::SeqCst) == 2 }
@@ -82,12 +99,18 @@ async fn a_timeout_cancels_a_hung_handler_and_counts_as_retryable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_max_task_runtime_is_an_enforced_timeout() {
     let (_dir, engine) = common::engine().await;
-    let criteria = InterruptionCriteria { max_task_runtime_ms: Some(150), ..Default::default() };
+    let criteria = InterruptionCriteria {
+        max_task_runtime_ms: Some(150),
+        ..Default::default()
+    };
     let batch = engine
         .create_batch(NewBatch::new("runtime", "t").retry(retry(1)).criteria(criteria))
         .await
         .unwrap();
-    let ids = engine.enqueue(batch.id, [NewTask::new("slow", &()).unwrap()]).await.unwrap();
+    let ids = engine
+        .enqueue(batch.id, [NewTask::new("slow", &()).unwrap()])
+        .await
+        .unwrap();
     engine
         .worker(WorkerOptions::default().batch(batch.id))
         .handle("slow", |(): (), _| async {
@@ -107,11 +130,17 @@ async fn drain_finishes_in_flight_work_and_abort_gives_it_back_uncharged() {
     for abort in [false, true] {
         let (_dir, engine) = common::engine().await;
         let batch = engine.create_batch(NewBatch::new("stop", "t")).await.unwrap();
-        engine.enqueue(batch.id, (0..10).map(|i| NewTask::new("slow", &i).unwrap())).await.unwrap();
+        engine
+            .enqueue(batch.id, (0..10).map(|i| NewTask::new("slow", &i).unwrap()))
+            .await
+            .unwrap();
         let started = Arc::new(AtomicUsize::new(0));
         let seen = started.clone();
         // Two running and two claimed ahead.
-        let mut options = WorkerOptions::default().concurrency(2).fixed_concurrency().batch(batch.id);
+        let mut options = WorkerOptions::default()
+            .concurrency(2)
+            .fixed_concurrency()
+            .batch(batch.id);
         options.prefetch = Some(2);
         let worker = engine.worker(options).handle("slow", move |_: u32, _| {
             seen.fetch_add(1, Ordering::SeqCst);
@@ -122,26 +151,58 @@ async fn drain_finishes_in_flight_work_and_abort_gives_it_back_uncharged() {
         });
         let shutdown = worker.shutdown_handle();
         let run = tokio::spawn(worker.run());
-        common::eventually(Duration::from_secs(5), "two started and two claimed ahead", || {
-            let (engine, started) = (engine.clone(), started.clone());
-            async move { started.load(Ordering::SeqCst) == 2 && running(&engine, batch.id).await == 4 }
-        })
+        common::eventually(
+            Duration::from_secs(5),
+            "two started and two claimed ahead",
+            || {
+                let (engine, started) = (engine.clone(), started.clone());
+                async move { started.load(Ordering::SeqCst) == 2 && running(&engine, batch.id).await == 4 }
+            },
+        )
         .await;
-        if abort { shutdown.abort() } else { shutdown.drain() }
+        if abort {
+            shutdown.abort()
+        } else {
+            shutdown.drain()
+        }
         let report = run.await.unwrap().unwrap();
         let stats = engine.stats(batch.id).await.unwrap();
         assert_eq!(stats.running, 0, "nothing is left leased");
-        assert_eq!(started.load(Ordering::SeqCst), 2, "tasks claimed ahead never start after a stop");
-        let tasks = engine.tasks(&TaskFilter { batch: Some(batch.id), ..Default::default() }).await.unwrap();
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            2,
+            "tasks claimed ahead never start after a stop"
+        );
+        let tasks = engine
+            .tasks(&TaskFilter {
+                batch: Some(batch.id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let mut history = Vec::new();
         for t in &tasks {
-            history.extend(engine.attempts(t.id).await.unwrap().into_iter().map(|a| a.outcome));
+            history.extend(
+                engine
+                    .attempts(t.id)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| a.outcome),
+            );
         }
         if abort {
             assert_eq!((report.succeeded, report.released), (0, 4));
             assert_eq!(stats.pending, 10);
-            assert!(tasks.iter().all(|t| t.attempt == 0), "an abort does not charge the attempt");
-            assert_eq!(history, [AttemptOutcome::Aborted; 2], "only started attempts are recorded");
+            assert!(
+                tasks.iter().all(|t| t.attempt == 0),
+                "an abort does not charge the attempt"
+            );
+            assert_eq!(
+                history,
+                [AttemptOutcome::Aborted; 2],
+                "only started attempts are recorded"
+            );
         } else {
             assert_eq!((report.succeeded, report.released), (2, 2));
             assert_eq!((stats.completed, stats.pending), (2, 8));
@@ -152,7 +213,11 @@ async fn drain_finishes_in_flight_work_and_abort_gives_it_back_uncharged() {
 
 /// Runs a worker whose handler never returns, then drops it mid-run, as a crash would.
 async fn strand(engine: &Engine, batch: tem_core::BatchId, lease: Duration) {
-    let mut options = WorkerOptions::default().concurrency(3).fixed_concurrency().batch(batch).lease(lease);
+    let mut options = WorkerOptions::default()
+        .concurrency(3)
+        .fixed_concurrency()
+        .batch(batch)
+        .lease(lease);
     options.prefetch = Some(0);
     let worker = engine
         .worker(options)
@@ -168,9 +233,18 @@ async fn strand(engine: &Engine, batch: tem_core::BatchId, lease: Duration) {
 }
 
 async fn leases_expired(engine: &Engine, batch: tem_core::BatchId) -> bool {
-    let filter = TaskFilter { batch: Some(batch), status: Some(TaskStatus::Running), ..Default::default() };
+    let filter = TaskFilter {
+        batch: Some(batch),
+        status: Some(TaskStatus::Running),
+        ..Default::default()
+    };
     let now = tem_core::time::now_ms();
-    engine.tasks(&filter).await.unwrap().iter().all(|t| t.lease_expires_at.is_some_and(|at| at < now))
+    engine
+        .tasks(&filter)
+        .await
+        .unwrap()
+        .iter()
+        .all(|t| t.lease_expires_at.is_some_and(|at| at < now))
 }
 
 async fn finish(engine: &Engine, batch: tem_core::BatchId) {
@@ -188,18 +262,36 @@ async fn finish(engine: &Engine, batch: tem_core::BatchId) {
 async fn expired_leases_are_rescued_and_the_lost_attempt_is_recorded() {
     let (_dir, engine) = common::engine().await;
     let batch = engine.create_batch(NewBatch::new("rescue", "t")).await.unwrap();
-    engine.enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap())).await.unwrap();
+    engine
+        .enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap()))
+        .await
+        .unwrap();
     strand(&engine, batch.id, Duration::from_millis(300)).await;
     finish(&engine, batch.id).await;
 
     let stats = engine.stats(batch.id).await.unwrap();
     assert_eq!((stats.completed, stats.lost), (5, 3));
-    let tasks = engine.tasks(&TaskFilter { batch: Some(batch.id), ..Default::default() }).await.unwrap();
+    let tasks = engine
+        .tasks(&TaskFilter {
+            batch: Some(batch.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let rescued: Vec<_> = tasks.iter().filter(|t| t.attempt == 2).collect();
     assert_eq!(rescued.len(), 3, "the lost attempt is charged");
     for task in rescued {
-        let outcomes: Vec<_> = engine.attempts(task.id).await.unwrap().iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]);
+        let outcomes: Vec<_> = engine
+            .attempts(task.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]
+        );
     }
 }
 
@@ -207,14 +299,20 @@ async fn expired_leases_are_rescued_and_the_lost_attempt_is_recorded() {
 async fn resume_requeues_stranded_tasks_without_charging_them() {
     let (_dir, engine) = common::engine().await;
     let batch = engine.create_batch(NewBatch::new("resume", "t")).await.unwrap();
-    engine.enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap())).await.unwrap();
+    engine
+        .enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap()))
+        .await
+        .unwrap();
     strand(&engine, batch.id, Duration::from_millis(300)).await;
 
     // A live lease is not "stranded": resume leaves it alone...
     let early = engine.resume(batch.id).await.unwrap();
     assert_eq!(early.requeued, 0);
     // ...and takes it once it has expired.
-    common::eventually(Duration::from_secs(5), "expired leases", || leases_expired(&engine, batch.id)).await;
+    common::eventually(Duration::from_secs(5), "expired leases", || {
+        leases_expired(&engine, batch.id)
+    })
+    .await;
     let resumed = engine.resume(batch.id).await.unwrap();
     assert_eq!(resumed.requeued, 3);
     assert!(!resumed.reactivated, "the batch was active");
@@ -222,31 +320,61 @@ async fn resume_requeues_stranded_tasks_without_charging_them() {
     assert_eq!((stats.pending, stats.running), (5, 0));
 
     finish(&engine, batch.id).await;
-    let tasks = engine.tasks(&TaskFilter { batch: Some(batch.id), ..Default::default() }).await.unwrap();
-    assert!(tasks.iter().all(|t| t.status == TaskStatus::Completed && t.attempt == 1));
-    assert_eq!(engine.batch(batch.id).await.unwrap().status, BatchStatus::Completed);
+    let tasks = engine
+        .tasks(&TaskFilter {
+            batch: Some(batch.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Completed && t.attempt == 1)
+    );
+    assert_eq!(
+        engine.batch(batch.id).await.unwrap().status,
+        BatchStatus::Completed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_failed_gives_failed_tasks_a_fresh_start() {
     let (_dir, engine) = common::engine().await;
-    let batch = engine.create_batch(NewBatch::new("again", "t").retry(retry(2))).await.unwrap();
-    let ids = engine.enqueue(batch.id, (0..4).map(|i| NewTask::new("job", &i).unwrap())).await.unwrap();
+    let batch = engine
+        .create_batch(NewBatch::new("again", "t").retry(retry(2)))
+        .await
+        .unwrap();
+    let ids = engine
+        .enqueue(batch.id, (0..4).map(|i| NewTask::new("job", &i).unwrap()))
+        .await
+        .unwrap();
     engine
         .worker(WorkerOptions::default().batch(batch.id))
         .handle("job", |i: u32, _| async move {
-            if i % 2 == 0 { Err(TaskError::retryable("down")) } else { Ok(i) }
+            if i.is_multiple_of(2) {
+                Err(TaskError::retryable("down"))
+            } else {
+                Ok(i)
+            }
         })
         .run_until_idle()
         .await
         .unwrap();
     let batch_row = engine.batch(batch.id).await.unwrap();
-    assert_eq!((batch_row.status, batch_row.stats.failed), (BatchStatus::Completed, 2));
+    assert_eq!(
+        (batch_row.status, batch_row.stats.failed),
+        (BatchStatus::Completed, 2)
+    );
 
     assert_eq!(engine.retry_failed(batch.id).await.unwrap(), 2);
     let reset = engine.task(ids[0]).await.unwrap();
     assert_eq!((reset.status, reset.attempt), (TaskStatus::Pending, 0));
-    assert_eq!((reset.last_error, reset.finished_at), (None, None), "no stale error or finish time");
+    assert_eq!(
+        (reset.last_error, reset.finished_at),
+        (None, None),
+        "no stale error or finish time"
+    );
     assert_eq!(engine.batch(batch.id).await.unwrap().status, BatchStatus::Active);
 
     engine
@@ -256,15 +384,25 @@ async fn retry_failed_gives_failed_tasks_a_fresh_start() {
         .await
         .unwrap();
     let done = engine.batch(batch.id).await.unwrap();
-    assert_eq!((done.status, done.stats.completed, done.stats.failed), (BatchStatus::Completed, 4, 0));
-    assert_eq!(engine.attempts(ids[0]).await.unwrap().len(), 3, "history keeps the earlier failures");
+    assert_eq!(
+        (done.status, done.stats.completed, done.stats.failed),
+        (BatchStatus::Completed, 4, 0)
+    );
+    assert_eq!(
+        engine.attempts(ids[0]).await.unwrap().len(),
+        3,
+        "history keeps the earlier failures"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_batch_without_deleting_anything() {
     let (_dir, engine) = common::engine().await;
     let batch = engine.create_batch(NewBatch::new("cancel", "t")).await.unwrap();
-    engine.enqueue(batch.id, (0..6).map(|i| NewTask::new("job", &i).unwrap())).await.unwrap();
+    engine
+        .enqueue(batch.id, (0..6).map(|i| NewTask::new("job", &i).unwrap()))
+        .await
+        .unwrap();
     assert_eq!(engine.cancel(batch.id).await.unwrap(), 6);
     let report = engine
         .worker(WorkerOptions::default().batch(batch.id))
@@ -274,8 +412,14 @@ async fn cancel_stops_a_batch_without_deleting_anything() {
         .unwrap();
     assert_eq!(report.succeeded, 0, "a cancelled batch is not claimed");
     let b = engine.batch(batch.id).await.unwrap();
-    assert_eq!((b.status, b.stats.cancelled, b.stats.total), (BatchStatus::Cancelled, 6, 6));
-    let err = engine.enqueue(batch.id, [NewTask::new("job", &9).unwrap()]).await.unwrap_err();
+    assert_eq!(
+        (b.status, b.stats.cancelled, b.stats.total),
+        (BatchStatus::Cancelled, 6, 6)
+    );
+    let err = engine
+        .enqueue(batch.id, [NewTask::new("job", &9).unwrap()])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cancelled"), "{err}");
     assert!(engine.resume(batch.id).await.is_err());
 }

@@ -5,14 +5,17 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use tem_core::{
-    AttemptOutcome, BatchStatus, Engine, EngineOptions, Error, Event, NewBatch, NewTask, TaskError, TaskFilter,
-    TaskStatus, WorkerOptions,
+    AttemptOutcome, BatchStatus, Engine, EngineOptions, Error, Event, NewBatch, NewTask, TaskError,
+    TaskFilter, TaskStatus, WorkerOptions,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_runs_to_completion_with_results_history_and_counters() {
     let (_dir, engine) = common::engine().await;
-    let batch = engine.create_batch(NewBatch::new("double-1", "math")).await.unwrap();
+    let batch = engine
+        .create_batch(NewBatch::new("double-1", "math"))
+        .await
+        .unwrap();
     let ids = engine
         .enqueue(batch.id, (0..200u64).map(|i| NewTask::new("double", &i).unwrap()))
         .await
@@ -30,7 +33,15 @@ async fn a_batch_runs_to_completion_with_results_history_and_counters() {
 
     let batch = engine.batch(batch.id).await.unwrap();
     assert_eq!(batch.status, BatchStatus::Completed);
-    assert_eq!((batch.stats.total, batch.stats.completed, batch.stats.pending, batch.stats.running), (200, 200, 0, 0));
+    assert_eq!(
+        (
+            batch.stats.total,
+            batch.stats.completed,
+            batch.stats.pending,
+            batch.stats.running
+        ),
+        (200, 200, 0, 0)
+    );
     assert!(batch.started_at.is_some() && batch.finished_at.is_some());
     assert!(batch.finished_at >= batch.started_at);
 
@@ -40,7 +51,11 @@ async fn a_batch_runs_to_completion_with_results_history_and_counters() {
         assert_eq!(task.result_as::<u64>().unwrap(), Some(i as u64 * 2));
         assert_eq!(task.attempt, 1);
         assert!(task.lease_expires_at.is_none(), "a finished task holds no lease");
-        assert_eq!(task.lease_owner.as_deref(), Some(worker_id.as_str()), "it remembers who ran it");
+        assert_eq!(
+            task.lease_owner.as_deref(),
+            Some(worker_id.as_str()),
+            "it remembers who ran it"
+        );
         let attempts = engine.attempts(*id).await.unwrap();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].outcome, AttemptOutcome::Succeeded);
@@ -77,7 +92,10 @@ async fn payload_that_does_not_parse_fails_only_its_own_task() {
     assert_eq!(bad.status, TaskStatus::Failed);
     assert_eq!(bad.attempt, 1, "a payload error is not retried");
     let error = bad.last_error.unwrap();
-    assert!(error.contains("payload does not match") && error.contains("square"), "{error}");
+    assert!(
+        error.contains("payload does not match") && error.contains("square"),
+        "{error}"
+    );
     let batch = engine.batch(batch.id).await.unwrap();
     assert_eq!((batch.stats.completed, batch.stats.failed), (1, 1));
     assert_eq!(batch.status, BatchStatus::Completed);
@@ -86,7 +104,10 @@ async fn payload_that_does_not_parse_fails_only_its_own_task() {
 #[tokio::test]
 async fn an_unregistered_task_type_is_never_claimed() {
     let (_dir, engine) = common::engine().await;
-    let batch = engine.create_batch(NewBatch::new("two-types", "t")).await.unwrap();
+    let batch = engine
+        .create_batch(NewBatch::new("two-types", "t"))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..10u32 {
         tasks.push(NewTask::new("mine", &i).unwrap());
@@ -101,11 +122,19 @@ async fn an_unregistered_task_type_is_never_claimed() {
         .unwrap();
     assert_eq!(report.succeeded, 10);
     let theirs = engine
-        .tasks(&TaskFilter { batch: Some(batch.id), kind: Some("theirs".into()), ..Default::default() })
+        .tasks(&TaskFilter {
+            batch: Some(batch.id),
+            kind: Some("theirs".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(theirs.len(), 10);
-    assert!(theirs.iter().all(|t| t.status == TaskStatus::Pending && t.attempt == 0));
+    assert!(
+        theirs
+            .iter()
+            .all(|t| t.status == TaskStatus::Pending && t.attempt == 0)
+    );
     assert_eq!(engine.batch(batch.id).await.unwrap().status, BatchStatus::Active);
 }
 
@@ -121,7 +150,10 @@ async fn highest_priority_first_then_fifo() {
     engine.enqueue(batch.id, tasks).await.unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = order.clone();
-    let mut options = WorkerOptions::default().concurrency(1).batch(batch.id).fixed_concurrency();
+    let mut options = WorkerOptions::default()
+        .concurrency(1)
+        .batch(batch.id)
+        .fixed_concurrency();
     options.max_claim = 1;
     engine
         .worker(options)
@@ -159,11 +191,22 @@ async fn bad_input_is_refused_with_the_field_named() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("max_attempts"), "{err}");
-    assert_eq!(engine.stats(batch.id).await.unwrap().total, 0, "a refused enqueue stores nothing");
-    assert!(matches!(engine.batch_by_code("nope").await, Err(Error::BatchNotFound(_))));
+    assert_eq!(
+        engine.stats(batch.id).await.unwrap().total,
+        0,
+        "a refused enqueue stores nothing"
+    );
+    assert!(matches!(
+        engine.batch_by_code("nope").await,
+        Err(Error::BatchNotFound(_))
+    ));
 
     // A worker without handlers is a usage error, not a silent hang.
-    let err = engine.worker(WorkerOptions::default()).run_until_idle().await.unwrap_err();
+    let err = engine
+        .worker(WorkerOptions::default())
+        .run_until_idle()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("handler"), "{err}");
     let err = engine
         .worker(WorkerOptions::default().concurrency(0))
@@ -175,8 +218,13 @@ async fn bad_input_is_refused_with_the_field_named() {
 
     // Opening a missing file without permission to create it does not create it.
     let missing = dir.path().join("missing.db");
-    let options = EngineOptions { create_if_missing: false, ..Default::default() };
-    let err = Engine::open_with(missing.to_str().unwrap(), options).await.unwrap_err();
+    let options = EngineOptions {
+        create_if_missing: false,
+        ..Default::default()
+    };
+    let err = Engine::open_with(missing.to_str().unwrap(), options)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::DatabaseMissing(_)), "{err}");
     assert!(!missing.exists());
 }
@@ -185,7 +233,10 @@ async fn bad_input_is_refused_with_the_field_named() {
 async fn an_engine_reopens_its_file_with_everything_in_it() {
     let (dir, engine) = common::engine().await;
     let batch = engine.create_batch(NewBatch::new("persist", "t")).await.unwrap();
-    engine.enqueue(batch.id, [NewTask::new("t", &7).unwrap()]).await.unwrap();
+    engine
+        .enqueue(batch.id, [NewTask::new("t", &7).unwrap()])
+        .await
+        .unwrap();
     engine.close().await;
     let engine = Engine::open(&common::db_url(&dir)).await.unwrap();
     let batch = engine.batch_by_code("persist").await.unwrap();
@@ -196,7 +247,10 @@ async fn an_engine_reopens_its_file_with_everything_in_it() {
 async fn in_memory_databases_work_for_tests() {
     let engine = Engine::open("sqlite::memory:").await.unwrap();
     let batch = engine.create_batch(NewBatch::new("m", "t")).await.unwrap();
-    engine.enqueue(batch.id, (0..20).map(|i| NewTask::new("t", &i).unwrap())).await.unwrap();
+    engine
+        .enqueue(batch.id, (0..20).map(|i| NewTask::new("t", &i).unwrap()))
+        .await
+        .unwrap();
     let report = engine
         .worker(WorkerOptions::default().batch(batch.id))
         .handle("t", |i: u32, _| async move { Ok::<_, TaskError>(i) })

@@ -33,7 +33,10 @@ impl Probe {
 async fn run_probe(quota: Quota, tasks: u32, concurrency: usize, work: Duration) -> Arc<Probe> {
     let (_dir, engine) = common::engine().await;
     let batch = engine.create_batch(NewBatch::new("rate", "t")).await.unwrap();
-    engine.enqueue(batch.id, (0..tasks).map(|i| NewTask::new("call", &i).unwrap())).await.unwrap();
+    engine
+        .enqueue(batch.id, (0..tasks).map(|i| NewTask::new("call", &i).unwrap()))
+        .await
+        .unwrap();
     let probe = Arc::new(Probe::default());
     let seen = probe.clone();
     let report = engine
@@ -64,17 +67,27 @@ async fn call_starts_never_exceed_the_quota_in_any_window() {
     let worst = common::max_in_window(&starts, quota.period);
     assert!(worst <= 10, "{worst} calls started within one 500 ms window");
     // Evenly paced, no initial burst: the first ten need at least nine intervals.
-    assert!(starts[9] - starts[0] >= Duration::from_millis(450), "first ten in {:?}", starts[9] - starts[0]);
+    assert!(
+        starts[9] - starts[0] >= Duration::from_millis(450),
+        "first ten in {:?}",
+        starts[9] - starts[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_burst_goes_at_once_and_still_respects_the_window() {
-    let quota = Quota::new(10, Duration::from_millis(500)).unwrap().with_burst(5).unwrap();
+    let quota = Quota::new(10, Duration::from_millis(500))
+        .unwrap()
+        .with_burst(5)
+        .unwrap();
     let probe = run_probe(quota, 30, 8, Duration::from_millis(5)).await;
     let starts = probe.starts.lock().unwrap().clone();
     let worst = common::max_in_window(&starts, quota.period);
     assert!(worst <= 10, "{worst} calls started within one 500 ms window");
-    assert!(starts[4] - starts[0] < Duration::from_millis(100), "the burst of five went together");
+    assert!(
+        starts[4] - starts[0] < Duration::from_millis(100),
+        "the burst of five went together"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,8 +105,14 @@ async fn overload_then_measure(adaptive: bool) -> usize {
         cap: Duration::from_millis(50),
         jitter: Jitter::None,
     };
-    let batch = engine.create_batch(NewBatch::new("aimd", "t").retry(retry)).await.unwrap();
-    engine.enqueue(batch.id, (0..8).map(|i| NewTask::new("call", &i).unwrap())).await.unwrap();
+    let batch = engine
+        .create_batch(NewBatch::new("aimd", "t").retry(retry))
+        .await
+        .unwrap();
+    engine
+        .enqueue(batch.id, (0..8).map(|i| NewTask::new("call", &i).unwrap()))
+        .await
+        .unwrap();
     let probe = Arc::new(Probe::default());
     let seen = probe.clone();
     let mut options = WorkerOptions::default().concurrency(8).batch(batch.id);
@@ -124,6 +143,32 @@ async fn overload_then_measure(adaptive: bool) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wave_of_503s_halves_concurrency_once() {
-    assert_eq!(overload_then_measure(false).await, 8, "control: fixed concurrency retries all at once");
-    assert_eq!(overload_then_measure(true).await, 4, "adaptive: halved once for the whole wave");
+    assert_eq!(
+        overload_then_measure(false).await,
+        8,
+        "control: fixed concurrency retries all at once"
+    );
+    assert_eq!(
+        overload_then_measure(true).await,
+        4,
+        "adaptive: halved once for the whole wave"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_quota_keeps_its_window_and_its_pace() {
+    // 1,000 calls per second: faster than tokio's 1 ms timer can space one by one.
+    let quota = Quota::new(100, Duration::from_millis(100)).unwrap();
+    let started = Instant::now();
+    let probe = run_probe(quota, 600, 32, Duration::from_millis(1)).await;
+    let elapsed = started.elapsed();
+    let starts = probe.starts.lock().unwrap().clone();
+    let worst = common::max_in_window(&starts, quota.period);
+    assert!(worst <= 100, "{worst} calls started within one 100 ms window");
+    // 600 calls at 1,000/s need ~0.5 s after the first; twice that means the limiter, not the
+    // quota, set the pace.
+    assert!(
+        elapsed < Duration::from_millis(1200),
+        "600 calls took {elapsed:?}"
+    );
 }

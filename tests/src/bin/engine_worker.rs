@@ -12,7 +12,10 @@ use std::time::Duration;
 use tem_core::{Engine, RunReport, TaskContext, TaskError, WorkerOptions};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -29,22 +32,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = Vec::new();
     for _ in 0..workers {
         let (client, recorder) = (client.clone(), recorder.clone());
-        let mut options = WorkerOptions::default().concurrency(concurrency).lease(lease).fixed_concurrency();
+        let mut options = WorkerOptions::default()
+            .concurrency(concurrency)
+            .lease(lease)
+            .fixed_concurrency();
         options.rescue_interval = Duration::from_millis(200);
-        let worker = engine.worker(options).handle("call", move |_: u64, ctx: TaskContext| {
-            let (client, recorder) = (client.clone(), recorder.clone());
-            async move {
-                let id = ctx.task_id;
-                let send = |path: String| {
-                    let request = client.get(format!("{recorder}/{path}/{id}"));
-                    async move { request.send().await.map_err(|e| TaskError::retryable(e.to_string())) }
-                };
-                send("start".into()).await?;
-                tokio::time::sleep(sleep).await;
-                send("end".into()).await?;
-                Ok::<_, TaskError>(id.0)
-            }
-        });
+        let worker = engine
+            .worker(options)
+            .handle("call", move |_: u64, ctx: TaskContext| {
+                let (client, recorder) = (client.clone(), recorder.clone());
+                async move {
+                    let id = ctx.task_id;
+                    let send = |path: String| {
+                        let request = client.get(format!("{recorder}/{path}/{id}"));
+                        async move {
+                            request
+                                .send()
+                                .await
+                                .map_err(|e| TaskError::retryable(e.to_string()))
+                        }
+                    };
+                    send("start".into()).await?;
+                    tokio::time::sleep(sleep).await;
+                    send("end".into()).await?;
+                    Ok::<_, TaskError>(id.0)
+                }
+            });
         runs.push(tokio::spawn(worker.run_until_idle()));
     }
     let mut total = RunReport::default();

@@ -35,6 +35,9 @@ pub struct Args {
     /// One JSON object per case per line.
     #[arg(long)]
     json: bool,
+    /// Tasks claimed ahead of free slots (default: the worker's, i.e. as many as --concurrency).
+    #[arg(long)]
+    prefetch: Option<usize>,
     /// Only this case (`noop` or `sleep5ms`).
     #[arg(long)]
     case: Option<String>,
@@ -141,21 +144,34 @@ async fn once(args: &Args, case: Case) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir_in(&args.dir)?;
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let options = EngineOptions {
-        durability: if args.normal { Durability::Normal } else { Durability::Full },
+        durability: if args.normal {
+            Durability::Normal
+        } else {
+            Durability::Full
+        },
         ..Default::default()
     };
     let engine = Engine::open_with(&url, options).await?;
     let batch = engine.create_batch(NewBatch::new("bench", "bench")).await?;
     let tasks: Vec<NewTask> = (0..args.tasks)
-        .map(|i| NewTask::new("work", &json!({ "n": i, "prompt": "classify this company into an industry" })))
+        .map(|i| {
+            NewTask::new(
+                "work",
+                &json!({ "n": i, "prompt": "classify this company into an industry" }),
+            )
+        })
         .collect::<Result<_, _>>()?;
 
     let started = Instant::now();
     engine.enqueue(batch.id, tasks).await?;
     let enqueue_secs = started.elapsed().as_secs_f64();
 
-    let worker = engine
-        .worker(WorkerOptions::default().concurrency(args.concurrency).fixed_concurrency().batch(batch.id));
+    let mut options = WorkerOptions::default()
+        .concurrency(args.concurrency)
+        .fixed_concurrency()
+        .batch(batch.id);
+    options.prefetch = args.prefetch;
+    let worker = engine.worker(options);
     let worker = match case {
         Case::Noop => worker.handle("work", |_: serde_json::Value, _| async { Ok::<_, TaskError>(()) }),
         Case::Sleep5ms => worker.handle("work", |_: serde_json::Value, _| async {
@@ -166,7 +182,12 @@ async fn once(args: &Args, case: Case) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let report = worker.run_until_idle().await?;
     let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(report.succeeded == args.tasks, "only {} of {} tasks succeeded", report.succeeded, args.tasks);
+    anyhow::ensure!(
+        report.succeeded == args.tasks,
+        "only {} of {} tasks succeeded",
+        report.succeeded,
+        args.tasks
+    );
     engine.close().await;
     Ok(Measured {
         enqueue_per_sec: args.tasks as f64 / enqueue_secs,

@@ -24,5 +24,10 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 
 /// The machine's 1-minute load average, to print beside figures that are compared.
 pub fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -153,7 +153,10 @@ impl AdaptiveConcurrency {
         state.last_decrease = Some(Instant::now());
         let forgotten = self.semaphore.forget_permits(shrink);
         state.debt += shrink - forgotten;
-        tracing::info!(limit = target, "concurrency reduced after rate-limit/overload response");
+        tracing::info!(
+            limit = target,
+            "concurrency reduced after rate-limit/overload response"
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -211,7 +214,13 @@ mod tests {
 
     #[tokio::test]
     async fn never_below_min() {
-        let c = AdaptiveConcurrency::new(3, Some(Aimd { min: 2, decrease_factor: 0.1 }));
+        let c = AdaptiveConcurrency::new(
+            3,
+            Some(Aimd {
+                min: 2,
+                decrease_factor: 0.1,
+            }),
+        );
         c.on_congestion(Instant::now());
         assert_eq!(c.limit(), 2);
     }

@@ -73,6 +73,20 @@ impl Quota {
         Ok(())
     }
 
+    /// The same guarantee with enough burst for a timer that wakes in steps of `tick`: an
+    /// evenly paced schedule needs sleeps finer than the timer has, and a late wake-up would
+    /// restart it, so each call would cost a whole tick. Changes nothing for slow quotas.
+    pub fn for_timer(self, tick: Duration) -> Self {
+        if self.interval() >= tick * 10 {
+            // A late wake-up costs at most a tenth of an interval: stay evenly paced.
+            return self;
+        }
+        let steps_per_tick = (tick.as_secs_f64() / self.interval().as_secs_f64()).ceil() as u32;
+        // A burst of b lowers the sustained rate by (b-1)/count: keep that within 2%.
+        let burst = (steps_per_tick * 2).min(self.count / 50 + 1).max(self.burst);
+        Quota { burst, ..self }
+    }
+
     /// Time between grants at the sustained pace.
     pub fn interval(&self) -> Duration {
         self.period / (self.count - self.burst + 1)
@@ -148,17 +162,39 @@ impl Gcra {
         })
     }
 
+    /// Takes the next grant if it comes due by `by`, charged at its due time (so reserving a
+    /// grant ahead costs exactly what taking it then would); otherwise says when it is due.
+    pub fn try_reserve(&mut self, now: Instant, by: Instant) -> std::result::Result<Grant, Instant> {
+        let due = self.ready_at(now);
+        if due > by {
+            return Err(due);
+        }
+        let previous_tat = self.tat;
+        self.charge(due, 1);
+        self.last_grant += 1;
+        Ok(Grant {
+            seq: self.last_grant,
+            previous_tat,
+        })
+    }
+
     /// Moves the schedule by `weight` cells without checking (a cost learned after the fact).
     pub fn charge(&mut self, now: Instant, weight: u64) {
         let base = self.tat.map_or(now, |tat| tat.max(now));
-        let step = self.quota.interval().saturating_mul(u32::try_from(weight).unwrap_or(u32::MAX));
+        let step = self
+            .quota
+            .interval()
+            .saturating_mul(u32::try_from(weight).unwrap_or(u32::MAX));
         self.tat = Some(base + step);
     }
 
     /// Gives back `weight` cells charged too much (a cost that turned out lower than estimated).
     pub fn credit(&mut self, now: Instant, weight: u64) {
         if let Some(tat) = self.tat {
-            let step = self.quota.interval().saturating_mul(u32::try_from(weight).unwrap_or(u32::MAX));
+            let step = self
+                .quota
+                .interval()
+                .saturating_mul(u32::try_from(weight).unwrap_or(u32::MAX));
             self.tat = Some(tat.checked_sub(step).unwrap_or(now).max(now));
         }
     }
@@ -216,6 +252,12 @@ impl RateLimiter {
         self.with(|g| g.try_take(Instant::now())).ok()
     }
 
+    /// The next grant if it comes due by `by` (a reservation for a call that will wait for its
+    /// turn elsewhere), charged at its due time; or `None`.
+    pub fn try_acquire_by(&self, now: Instant, by: Instant) -> Option<Grant> {
+        self.with(|g| g.try_reserve(now, by)).ok()
+    }
+
     /// When the next grant would be allowed, judged at `now` (`now` itself if allowed).
     pub fn ready_at(&self, now: Instant) -> Instant {
         self.with(|g| g.ready_at(now))
@@ -255,7 +297,12 @@ mod tests {
     fn max_in_window(times: &[Instant], window: Duration) -> usize {
         times
             .iter()
-            .map(|&start| times.iter().filter(|&&t| t >= start && t < start + window).count())
+            .map(|&start| {
+                times
+                    .iter()
+                    .filter(|&&t| t >= start && t < start + window)
+                    .count()
+            })
             .max()
             .unwrap_or(0)
     }
@@ -273,7 +320,10 @@ mod tests {
     #[test]
     fn never_more_than_count_in_any_window_when_greedy() {
         for burst in [1, 3, 10] {
-            let quota = Quota::new(10, Duration::from_millis(1000)).unwrap().with_burst(burst).unwrap();
+            let quota = Quota::new(10, Duration::from_millis(1000))
+                .unwrap()
+                .with_burst(burst)
+                .unwrap();
             let mut g = Gcra::new(quota);
             let t0 = Instant::now();
             let mut grants = Vec::new();
@@ -305,6 +355,46 @@ mod tests {
     }
 
     #[test]
+    fn timer_burst_only_for_fast_quotas_and_the_window_still_holds() {
+        let tick = Duration::from_millis(1);
+        assert_eq!(Quota::per_second(10).unwrap().for_timer(tick).burst, 1);
+        assert_eq!(Quota::per_minute(600).unwrap().for_timer(tick).burst, 1);
+        let fast = Quota::per_second(2000).unwrap().for_timer(tick);
+        assert_eq!(fast.burst, 4);
+        let mut g = Gcra::new(fast);
+        let t0 = Instant::now();
+        let mut grants = Vec::new();
+        let mut now = t0;
+        // Wake-ups only on whole milliseconds, late by up to one tick.
+        while now < t0 + Duration::from_secs(3) {
+            while g.try_take(now).is_ok() {
+                grants.push(now);
+            }
+            now += tick;
+        }
+        assert!(max_in_window(&grants, fast.period) <= 2000);
+        assert!(
+            grants.len() >= 5900,
+            "keeps pace on a 1 ms timer: {}",
+            grants.len()
+        );
+    }
+
+    #[test]
+    fn reserving_ahead_costs_what_taking_later_would() {
+        let mut g = Gcra::new(Quota::per_second(100).unwrap());
+        let t0 = Instant::now();
+        let by = t0 + Duration::from_millis(45);
+        let mut n = 0;
+        while g.try_reserve(t0, by).is_ok() {
+            n += 1;
+        }
+        // Due at 0, 10, 20, 30 and 40 ms; the sixth would be due at 50 ms.
+        assert_eq!(n, 5);
+        assert_eq!(g.ready_at(t0), t0 + Duration::from_millis(50));
+    }
+
+    #[test]
     fn pause_blocks_until_its_end_and_never_shrinks() {
         let mut g = Gcra::new(Quota::per_second(100).unwrap());
         let t0 = Instant::now();
@@ -327,8 +417,18 @@ mod tests {
 
     #[test]
     fn bad_quotas_name_their_field() {
-        assert!(Quota::per_second(0).unwrap_err().to_string().contains("rate count"));
-        assert!(Quota::new(1, Duration::ZERO).unwrap_err().to_string().contains("rate period"));
+        assert!(
+            Quota::per_second(0)
+                .unwrap_err()
+                .to_string()
+                .contains("rate count")
+        );
+        assert!(
+            Quota::new(1, Duration::ZERO)
+                .unwrap_err()
+                .to_string()
+                .contains("rate period")
+        );
         let err = Quota::per_second(5).unwrap().with_burst(6).unwrap_err();
         assert!(err.to_string().contains("burst"));
     }

@@ -77,7 +77,9 @@ impl Bulkhead {
             }
         };
         let result = match self.options.timeout {
-            Some(timeout) => tokio::time::timeout(timeout, op()).await.map_err(|_| OpError::TimedOut)?,
+            Some(timeout) => tokio::time::timeout(timeout, op())
+                .await
+                .map_err(|_| OpError::TimedOut)?,
             None => op().await,
         };
         drop(permit);
@@ -120,7 +122,10 @@ mod tests {
                 }
             })
             .collect();
-        let options = LimitOptions { max_concurrency: 3, ..Default::default() };
+        let options = LimitOptions {
+            max_concurrency: 3,
+            ..Default::default()
+        };
         let results = run_with_limit(ops, options).await;
         let values: Vec<u64> = results.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(values, (0..10).collect::<Vec<_>>());
@@ -135,9 +140,11 @@ mod tests {
             timeout: Some(Duration::from_millis(50)),
         };
         let ops: Vec<_> = (0..3)
-            .map(|i| move || async move {
-                tokio::time::sleep(Duration::from_millis(if i == 0 { 10 } else { 100 })).await;
-                Ok::<_, String>(i)
+            .map(|i| {
+                move || async move {
+                    tokio::time::sleep(Duration::from_millis(if i == 0 { 10 } else { 100 })).await;
+                    Ok::<_, String>(i)
+                }
             })
             .collect();
         let results = run_with_limit(ops, options).await;

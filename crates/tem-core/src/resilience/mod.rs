@@ -6,5 +6,5 @@ mod retry;
 mod semaphore;
 
 pub use bulkhead::{Bulkhead, LimitOptions, OpError, run_with_limit};
-pub use retry::{RetryError, Retried, retry, retry_with};
+pub use retry::{Retried, RetryError, retry, retry_with};
 pub use semaphore::Semaphore;

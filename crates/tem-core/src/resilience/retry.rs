@@ -33,7 +33,13 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, TaskError>>,
 {
-    retry_inner(policy, |e: &TaskError| e.kind.is_retryable(), |e| e.retry_after, op).await
+    retry_inner(
+        policy,
+        |e: &TaskError| e.kind.is_retryable(),
+        |e| e.retry_after,
+        op,
+    )
+    .await
 }
 
 /// Retries `op` on errors for which `is_retryable` says yes.
@@ -108,18 +114,31 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn succeeds_after_transient_failures_and_reports_the_cost() {
         let got = retry(&policy(5), |attempt| async move {
-            if attempt < 3 { Err(TaskError::retryable("flaky")) } else { Ok(attempt * 10) }
+            if attempt < 3 {
+                Err(TaskError::retryable("flaky"))
+            } else {
+                Ok(attempt * 10)
+            }
         })
         .await
         .unwrap();
-        assert_eq!(got, Retried { value: 30, attempts: 3, total_delay: Duration::from_millis(300) });
+        assert_eq!(
+            got,
+            Retried {
+                value: 30,
+                attempts: 3,
+                total_delay: Duration::from_millis(300)
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_once_on_a_non_retryable_error() {
-        let err = retry(&policy(5), |_| async { Err::<(), _>(TaskError::non_retryable("bad request")) })
-            .await
-            .unwrap_err();
+        let err = retry(&policy(5), |_| async {
+            Err::<(), _>(TaskError::non_retryable("bad request"))
+        })
+        .await
+        .unwrap_err();
         assert_eq!(err.attempts, 1);
         assert_eq!(err.total_delay, Duration::ZERO);
     }
@@ -137,9 +156,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn custom_predicate() {
-        let err = retry_with(&policy(4), |e: &String| e.starts_with("5"), |a| async move {
-            Err::<(), _>(if a == 1 { "503".to_owned() } else { "404".to_owned() })
-        })
+        let err = retry_with(
+            &policy(4),
+            |e: &String| e.starts_with("5"),
+            |a| async move {
+                Err::<(), _>(if a == 1 {
+                    "503".to_owned()
+                } else {
+                    "404".to_owned()
+                })
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!((err.error.as_str(), err.attempts), ("404", 2));

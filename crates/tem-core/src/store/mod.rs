@@ -36,7 +36,9 @@ pub(crate) struct ClaimRequest {
 pub(crate) enum ClaimResult {
     Claimed(Vec<ClaimedTask>),
     /// The limit key is paused (e.g. by a 429 with Retry-After seen by another process).
-    Paused { until: Millis },
+    Paused {
+        until: Millis,
+    },
 }
 
 /// A task now leased to the claiming worker.
@@ -55,8 +57,12 @@ pub(crate) struct ClaimedTask {
 /// Where a task goes after an attempt.
 #[derive(Clone, Debug)]
 pub(crate) enum Next {
-    Complete { result: Option<String> },
-    Retry { run_after: Millis },
+    Complete {
+        result: Option<String>,
+    },
+    Retry {
+        run_after: Millis,
+    },
     Fail,
     /// Back to pending without charging the attempt (the worker was aborted).
     Release,

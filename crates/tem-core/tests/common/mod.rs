@@ -41,7 +41,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -50,7 +53,12 @@ where
 pub fn max_in_window(times: &[std::time::Instant], window: Duration) -> usize {
     times
         .iter()
-        .map(|&start| times.iter().filter(|&&t| t >= start && t < start + window).count())
+        .map(|&start| {
+            times
+                .iter()
+                .filter(|&&t| t >= start && t < start + window)
+                .count()
+        })
         .max()
         .unwrap_or(0)
 }

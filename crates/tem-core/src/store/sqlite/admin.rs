@@ -29,7 +29,13 @@ impl SqliteStore {
         }
         let progress = progress_in_tx(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok((Resumed { requeued, reactivated }, progress))
+        Ok((
+            Resumed {
+                requeued,
+                reactivated,
+            },
+            progress,
+        ))
     }
 
     /// Failed tasks back to pending with a fresh attempt budget and no stale error or result.

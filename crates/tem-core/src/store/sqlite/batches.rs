@@ -41,7 +41,9 @@ impl SqliteStore {
             return Err(Error::DuplicateBatch(new.code.clone()));
         };
         let id = BatchId(row.try_get(0)?);
-        self.batch(id).await?.ok_or_else(|| Error::BatchNotFound(id.to_string()))
+        self.batch(id)
+            .await?
+            .ok_or_else(|| Error::BatchNotFound(id.to_string()))
     }
 
     pub async fn batch(&self, id: BatchId) -> Result<Option<Batch>> {
@@ -129,7 +131,10 @@ pub(super) async fn progress_in_tx(conn: &mut SqliteConnection, batch: BatchId) 
 }
 
 /// Reads a status inside a transaction (the writer's view, not a reader snapshot).
-pub(super) async fn status_in_tx(conn: &mut SqliteConnection, batch: BatchId) -> Result<(String, BatchStatus)> {
+pub(super) async fn status_in_tx(
+    conn: &mut SqliteConnection,
+    batch: BatchId,
+) -> Result<(String, BatchStatus)> {
     let row = sqlx::query("SELECT code, status FROM batch WHERE id = ?")
         .bind(batch.0)
         .fetch_optional(&mut *conn)

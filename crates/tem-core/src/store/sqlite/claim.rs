@@ -20,7 +20,8 @@ const SET_LEASE: &str = "status = 'running', attempt = attempt + 1, lease_token 
     lease_owner = ?, lease_expires_at = ?, claimed_at = ?, first_started_at = coalesce(first_started_at, ?)";
 /// Placeholders: key, now.
 const NOT_PAUSED: &str = "NOT EXISTS (SELECT 1 FROM limit_pause WHERE key = ? AND until > ?)";
-const RETURNING: &str = "RETURNING id, batch_id, type, attempt, max_attempts, cost, payload, lease_token, priority";
+const RETURNING: &str =
+    "RETURNING id, batch_id, type, attempt, max_attempts, cost, payload, lease_token, priority";
 
 /// Where the section's results are, once the program ran.
 pub(super) struct ClaimSection {
@@ -51,8 +52,17 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
                      {RETURNING}"
                 ),
                 &[
-                    owner, expires, now.clone(), now.clone(),
-                    batch.clone(), now.clone(), types, batch, key.clone(), now.clone(), max,
+                    owner,
+                    expires,
+                    now.clone(),
+                    now.clone(),
+                    batch.clone(),
+                    now.clone(),
+                    types,
+                    batch,
+                    key.clone(),
+                    now.clone(),
+                    max,
                 ],
             )?
         }
@@ -66,11 +76,24 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
                      ORDER BY b.id, t.priority DESC, t.id LIMIT ?) \
                  {RETURNING}"
             ),
-            &[owner, expires, now.clone(), now.clone(), now.clone(), types, key.clone(), now.clone(), max],
+            &[
+                owner,
+                expires,
+                now.clone(),
+                now.clone(),
+                now.clone(),
+                types,
+                key.clone(),
+                now.clone(),
+                max,
+            ],
         )?,
     };
     // Tells an empty claim "paused until" from "nothing to do"; a primary-key probe.
-    let pause = program.push("SELECT until FROM limit_pause WHERE key = ? AND until > ?", &[key, now])?;
+    let pause = program.push(
+        "SELECT until FROM limit_pause WHERE key = ? AND until > ?",
+        &[key, now],
+    )?;
     Ok(ClaimSection { claim, pause })
 }
 
@@ -78,10 +101,12 @@ impl ClaimSection {
     /// The claim's outcome: the tasks in claim order, or the pause that prevented it.
     pub fn result(&self, results: &[StatementResult]) -> Result<ClaimResult> {
         let rows = &results[self.claim].rows;
-        if rows.is_empty() {
-            if let Some(row) = results[self.pause].rows.first() {
-                return Ok(ClaimResult::Paused { until: row.try_get(0)? });
-            }
+        if rows.is_empty()
+            && let Some(row) = results[self.pause].rows.first()
+        {
+            return Ok(ClaimResult::Paused {
+                until: row.try_get(0)?,
+            });
         }
         let mut tasks = Vec::with_capacity(rows.len());
         for row in rows {
@@ -100,6 +125,8 @@ impl ClaimSection {
         }
         // RETURNING order is unspecified; hand tasks out in claim order.
         tasks.sort_by_key(|(batch, priority, task)| (*batch, *priority, task.id));
-        Ok(ClaimResult::Claimed(tasks.into_iter().map(|(_, _, task)| task).collect()))
+        Ok(ClaimResult::Claimed(
+            tasks.into_iter().map(|(_, _, task)| task).collect(),
+        ))
     }
 }

@@ -60,7 +60,7 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
              FROM json_each(?) AS j CROSS JOIN task AS t \
              WHERE t.id = j.value->>'id' AND t.lease_token = j.value->>'token' AND t.status = 'running' \
                AND j.value->>'history'",
-            &[json.clone()],
+            std::slice::from_ref(&json),
         )?;
     }
     // Successes, the common case, travel as compact rows of the four fields they need.
@@ -98,7 +98,7 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
                    FROM json_each(?) WHERE value->>'status' <> 'completed') AS v \
              WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
              RETURNING task.id",
-            &[json.clone()],
+            std::slice::from_ref(&json),
         )?);
     }
     if outcomes.iter().any(|o| o.pause.is_some()) {
@@ -110,7 +110,10 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
             &[json],
         )?;
     }
-    if outcomes.iter().any(|o| matches!(o.next, Next::Retry { .. } | Next::Release)) {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o.next, Next::Retry { .. } | Next::Release))
+    {
         // A task back to pending after its batch was cancelled is cancelled too, never stranded.
         program.push(
             "UPDATE task SET status = 'cancelled', finished_at = ? \

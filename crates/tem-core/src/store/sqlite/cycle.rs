@@ -22,7 +22,11 @@ impl SqliteStore {
         } else {
             Some(complete::push(&mut program, &input.outcomes, now)?)
         };
-        let rescue = if input.rescue { Some(lease::push_rescue(&mut program, now)?) } else { None };
+        let rescue = if input.rescue {
+            Some(lease::push_rescue(&mut program, now)?)
+        } else {
+            None
+        };
         let renewals = input
             .renewals
             .iter()
@@ -51,7 +55,10 @@ impl SqliteStore {
                 .into_iter()
                 .map(|statement| lease::renewed(&results, statement))
                 .collect::<Result<_>>()?,
-            claims: claims.iter().map(|section| section.result(&results)).collect::<Result<_>>()?,
+            claims: claims
+                .iter()
+                .map(|section| section.result(&results))
+                .collect::<Result<_>>()?,
             progress: batches::progress(&results, progress)?,
         })
     }
@@ -87,7 +94,10 @@ mod tests {
     }
 
     async fn claimed(store: &SqliteStore, request: ClaimRequest) -> Vec<ClaimedTask> {
-        let input = CycleInput { claims: vec![request], ..Default::default() };
+        let input = CycleInput {
+            claims: vec![request],
+            ..Default::default()
+        };
         match store.run_cycle(&input).await.unwrap().claims.remove(0) {
             ClaimResult::Claimed(tasks) => tasks,
             ClaimResult::Paused { .. } => panic!("not paused"),
@@ -103,7 +113,9 @@ mod tests {
             worker: Arc::from(worker),
             started_at: 1,
             finished_at: 2,
-            next: Next::Complete { result: Some(format!("\"{worker}\"")) },
+            next: Next::Complete {
+                result: Some(format!("\"{worker}\"")),
+            },
             outcome: AttemptOutcome::Succeeded,
             http_status: None,
             message: None,
@@ -116,14 +128,20 @@ mod tests {
     async fn a_worker_whose_lease_was_taken_over_cannot_write() {
         let (_dir, store) = store().await;
         let batch = store.create_batch(&NewBatch::new("fence", "t")).await.unwrap();
-        store.enqueue(batch.id, &[NewTask::new("t", &1).unwrap()], 3).await.unwrap();
+        store
+            .enqueue(batch.id, &[NewTask::new("t", &1).unwrap()], 3)
+            .await
+            .unwrap();
 
         // The zombie claims with a lease that expires at once, and goes quiet.
         let zombie = claimed(&store, claim("zombie", Duration::ZERO)).await;
         assert_eq!(zombie.len(), 1);
         let mut rescued = 0;
         for _ in 0..200 {
-            let input = CycleInput { rescue: true, ..Default::default() };
+            let input = CycleInput {
+                rescue: true,
+                ..Default::default()
+            };
             rescued = store.run_cycle(&input).await.unwrap().rescued;
             if rescued == 1 {
                 break;
@@ -136,8 +154,16 @@ mod tests {
         assert_ne!(live[0].lease_token, zombie[0].lease_token);
 
         // The zombie wakes up: its renewal and its outcome are both refused.
-        let renew = RenewRequest { owner: "zombie".into(), ids: vec![zombie[0].id], expires_at: i64::MAX };
-        let input = CycleInput { renewals: vec![renew], outcomes: vec![done(&zombie[0], "zombie")], ..Default::default() };
+        let renew = RenewRequest {
+            owner: "zombie".into(),
+            ids: vec![zombie[0].id],
+            expires_at: i64::MAX,
+        };
+        let input = CycleInput {
+            renewals: vec![renew],
+            outcomes: vec![done(&zombie[0], "zombie")],
+            ..Default::default()
+        };
         let out = store.run_cycle(&input).await.unwrap();
         assert_eq!(out.accepted, [false]);
         assert!(out.renewed[0].is_empty());
@@ -147,17 +173,30 @@ mod tests {
 
         // The live holder's outcome lands.
         let out = store
-            .run_cycle(&CycleInput { outcomes: vec![done(&live[0], "live")], ..Default::default() })
+            .run_cycle(&CycleInput {
+                outcomes: vec![done(&live[0], "live")],
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(out.accepted, [true]);
         let task = store.task(live[0].id).await.unwrap().unwrap();
-        assert_eq!((task.status, task.result.as_deref()), (TaskStatus::Completed, Some("\"live\"")));
+        assert_eq!(
+            (task.status, task.result.as_deref()),
+            (TaskStatus::Completed, Some("\"live\""))
+        );
         let attempts = store.attempts(task.id).await.unwrap();
         let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
-        assert_eq!(outcomes, [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]);
+        assert_eq!(
+            outcomes,
+            [AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]
+        );
         assert_eq!(attempts[0].worker.as_deref(), Some("zombie"));
-        assert_eq!(attempts[1].worker.as_deref(), Some("live"), "the task row keeps its successful worker");
+        assert_eq!(
+            attempts[1].worker.as_deref(),
+            Some("live"),
+            "the task row keeps its successful worker"
+        );
         assert_eq!(store.batch(batch.id).await.unwrap().unwrap().stats.completed, 1);
     }
 

@@ -18,7 +18,11 @@ pub(super) fn push_renew(program: &mut Program, request: &RenewRequest) -> Resul
         "UPDATE task SET lease_expires_at = ? \
          WHERE id IN (SELECT value FROM json_each(?)) AND lease_owner = ? AND status = 'running' \
          RETURNING id",
-        &[request.expires_at.into(), ids.into(), Value::Text(request.owner.clone())],
+        &[
+            request.expires_at.into(),
+            ids.into(),
+            Value::Text(request.owner.clone()),
+        ],
     )
 }
 

@@ -18,7 +18,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::engine::{Durability, EngineOptions};
 use crate::error::{Error, Result};
@@ -37,10 +39,11 @@ impl SqliteStore {
     /// Opens (and migrates) the database at `url`.
     pub async fn open(url: &str, options: &EngineOptions) -> Result<Self> {
         let (connect, file) = connect_options(url)?;
-        if let Some(path) = &file {
-            if !options.create_if_missing && !path.exists() {
-                return Err(Error::DatabaseMissing(path.display().to_string()));
-            }
+        if let Some(path) = &file
+            && !options.create_if_missing
+            && !path.exists()
+        {
+            return Err(Error::DatabaseMissing(path.display().to_string()));
         }
         let connect = connect
             .create_if_missing(options.create_if_missing)
@@ -107,10 +110,14 @@ fn connect_options(url: &str) -> Result<(SqliteConnectOptions, Option<PathBuf>)>
         reason,
     };
     if url.is_empty() {
-        return Err(invalid("empty; use a file path such as `tem.db` or `sqlite::memory:`".into()));
+        return Err(invalid(
+            "empty; use a file path such as `tem.db` or `sqlite::memory:`".into(),
+        ));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(invalid("this build of tem has no Postgres backend yet; use a SQLite file".into()));
+        return Err(invalid(
+            "this build of tem has no Postgres backend yet; use a SQLite file".into(),
+        ));
     }
     if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
@@ -140,8 +147,14 @@ mod tests {
     #[test]
     fn urls_and_paths_are_understood() {
         assert!(connect_options("sqlite::memory:").unwrap().1.is_none());
-        assert_eq!(connect_options("sqlite://x/tem.db").unwrap().1.unwrap(), PathBuf::from("x/tem.db"));
-        assert_eq!(connect_options("tem.db").unwrap().1.unwrap(), PathBuf::from("tem.db"));
+        assert_eq!(
+            connect_options("sqlite://x/tem.db").unwrap().1.unwrap(),
+            PathBuf::from("x/tem.db")
+        );
+        assert_eq!(
+            connect_options("tem.db").unwrap().1.unwrap(),
+            PathBuf::from("tem.db")
+        );
         let err = connect_options("mysql://h/db").unwrap_err().to_string();
         assert!(err.contains("unknown scheme `mysql`"), "{err}");
         assert!(connect_options("").is_err());

@@ -1,0 +1,3 @@
+//! One module per `tem` subcommand.
+
+pub mod demo;
