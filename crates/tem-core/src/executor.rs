@@ -166,6 +166,8 @@ async fn run(
     };
     if let (Some(budget), Some(actual)) = (&lane.budget, ctx.reported_cost()) {
         budget.correct(task.cost, actual);
+        // The loop may be sleeping until the budget the estimate used up comes back.
+        shared.limits_changed.notify_one();
     }
     let pause = error.as_ref().and_then(|e| {
         let wait = e.retry_after?;

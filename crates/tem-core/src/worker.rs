@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -348,6 +348,7 @@ impl Worker {
             inflight: Mutex::new(HashMap::new()),
             batches: Mutex::new(HashMap::new()),
             next_retry: Mutex::new(None),
+            limits_changed: Notify::new(),
             shutdown: self.shutdown,
             fatal: Mutex::new(None),
             succeeded: AtomicU64::new(0),
@@ -416,6 +417,7 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => {}
                     () = &mut wake => shared.lanes.iter().for_each(|lane| lane.wake()),
+                    () = shared.limits_changed.notified() => {}
                     () = shared.shutdown.stop.cancelled() => return Ok(()),
                 }
             }
@@ -669,6 +671,8 @@ pub(crate) struct Shared {
     buffer: Mutex<VecDeque<Buffered>>,
     batches: Mutex<HashMap<BatchId, BatchSettings>>,
     next_retry: Mutex<Option<Instant>>,
+    /// Signalled when a limit gave capacity back early (a budget correction).
+    pub(crate) limits_changed: Notify,
     shutdown: Shutdown,
     fatal: Mutex<Option<Error>>,
     succeeded: AtomicU64,

@@ -172,3 +172,56 @@ async fn a_fast_quota_keeps_its_window_and_its_pace() {
         "600 calls took {elapsed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_budget_is_spent_by_cost_and_corrected_by_the_reported_cost() {
+    let (_dir, engine) = common::engine().await;
+    let batch = engine.create_batch(NewBatch::new("budget", "t")).await.unwrap();
+    // Estimated at 100 tokens each; the API reports that even tasks really cost 20.
+    engine
+        .enqueue(
+            batch.id,
+            (0..12u32).map(|i| NewTask::new("llm", &i).unwrap().cost(100)),
+        )
+        .await
+        .unwrap();
+    let spent = Arc::new(Mutex::new(Vec::new()));
+    let seen = spent.clone();
+    let budget = Quota::new(400, Duration::from_millis(500)).unwrap();
+    engine
+        .worker(WorkerOptions::default().concurrency(8).batch(batch.id))
+        .limit(
+            "llm",
+            Limits {
+                rate: None,
+                budget: Some(budget),
+            },
+        )
+        .handle("llm", move |i: u32, ctx: TaskContext| {
+            let seen = seen.clone();
+            async move {
+                let cost = if i % 2 == 0 { 20 } else { 100 };
+                seen.lock().unwrap().push((Instant::now(), cost));
+                ctx.report_cost(cost);
+                Ok::<_, TaskError>(())
+            }
+        })
+        .run_until_idle()
+        .await
+        .unwrap();
+    let spent = spent.lock().unwrap().clone();
+    assert_eq!(spent.len(), 12);
+    // In any 500 ms window, what was spent stays within the budget plus one task's estimate.
+    for &(start, _) in &spent {
+        let window: u64 = spent
+            .iter()
+            .filter(|&&(t, _)| t >= start && t < start + budget.period)
+            .map(|&(_, cost)| cost)
+            .sum();
+        assert!(window <= 400 + 100, "{window} tokens within one window");
+    }
+    // Corrections made room: 720 real tokens at 400 per 500 ms need well under the 1.5 s the
+    // estimates alone (1,200 tokens) would have taken.
+    let span = spent.last().unwrap().0 - spent.first().unwrap().0;
+    assert!(span < Duration::from_millis(1300), "took {span:?}");
+}
