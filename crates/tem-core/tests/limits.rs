@@ -200,7 +200,7 @@ async fn a_weighted_budget_is_spent_by_cost_and_corrected_by_the_reported_cost()
         .handle("llm", move |i: u32, ctx: TaskContext| {
             let seen = seen.clone();
             async move {
-                let cost = if i % 2 == 0 { 20 } else { 100 };
+                let cost = if i.is_multiple_of(2) { 20 } else { 100 };
                 seen.lock().unwrap().push((Instant::now(), cost));
                 ctx.report_cost(cost);
                 Ok::<_, TaskError>(())
