@@ -50,6 +50,11 @@ impl BatchStatus {
     pub fn is_finished(self) -> bool {
         !matches!(self, BatchStatus::Active)
     }
+
+    /// True when its tasks must not start any more (interrupted or cancelled).
+    pub fn stops_work(self) -> bool {
+        matches!(self, BatchStatus::Interrupted | BatchStatus::Cancelled)
+    }
 }
 
 impl fmt::Display for BatchStatus {
@@ -179,13 +184,80 @@ pub struct BatchFilter {
     pub limit: Option<u32>,
 }
 
-/// What `resume` did.
+/// What `resume` did. Resuming re-activates an interrupted batch and restarts what the
+/// interruption criteria judge: failed, finished, rate-limited and overloaded counts are taken
+/// from the resume on, the consecutive-failure run restarts at zero, and the batch-runtime clock
+/// restarts at the next claim. The totals in [`BatchStats`] are never reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resumed {
     /// Tasks that were stranded in `running` (lease expired) and are pending again.
     pub requeued: u64,
     /// Whether the batch went from `interrupted` back to `active`.
     pub reactivated: bool,
+}
+
+/// Why a batch was interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterruptionReason {
+    FailedTasksExceeded,
+    ConsecutiveFailuresExceeded,
+    ErrorRateExceeded,
+    RateLimitedExceeded,
+    OverloadedExceeded,
+    BatchRuntimeExceeded,
+    /// Interrupted by hand (`Engine::interrupt`, `tem batch interrupt`).
+    Manual,
+}
+
+impl InterruptionReason {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterruptionReason::FailedTasksExceeded => "failed_tasks_exceeded",
+            InterruptionReason::ConsecutiveFailuresExceeded => "consecutive_failures_exceeded",
+            InterruptionReason::ErrorRateExceeded => "error_rate_exceeded",
+            InterruptionReason::RateLimitedExceeded => "rate_limited_exceeded",
+            InterruptionReason::OverloadedExceeded => "overloaded_exceeded",
+            InterruptionReason::BatchRuntimeExceeded => "batch_runtime_exceeded",
+            InterruptionReason::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for InterruptionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InterruptionReason {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "failed_tasks_exceeded" => InterruptionReason::FailedTasksExceeded,
+            "consecutive_failures_exceeded" => InterruptionReason::ConsecutiveFailuresExceeded,
+            "error_rate_exceeded" => InterruptionReason::ErrorRateExceeded,
+            "rate_limited_exceeded" => InterruptionReason::RateLimitedExceeded,
+            "overloaded_exceeded" => InterruptionReason::OverloadedExceeded,
+            "batch_runtime_exceeded" => InterruptionReason::BatchRuntimeExceeded,
+            "manual" => InterruptionReason::Manual,
+            other => return Err(Error::Corrupt(format!("unknown interruption reason `{other}`"))),
+        })
+    }
+}
+
+/// One interruption of a batch, from its log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interruption {
+    pub batch_id: BatchId,
+    pub reason: InterruptionReason,
+    /// What was crossed, in words (e.g. "11 tasks failed; max_failed_tasks is 10").
+    pub message: String,
+    /// The batch's counters at that moment.
+    pub stats: BatchStats,
+    pub at: Millis,
 }
 
 /// A batch as stored.
@@ -210,5 +282,9 @@ pub struct Batch {
     pub first_finished_at: Option<Millis>,
     /// When its latest task reached a terminal status.
     pub last_finished_at: Option<Millis>,
+    /// Start of the current run: the first claim after creation or after the last resume.
+    pub run_started_at: Option<Millis>,
+    /// Why it is interrupted, while it is.
+    pub interruption: Option<Interruption>,
     pub stats: BatchStats,
 }

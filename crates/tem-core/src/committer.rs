@@ -11,10 +11,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::BatchId;
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::store::{ClaimRequest, ClaimResult, CycleInput, CycleOutput, OutcomeRow, RenewRequest, Store};
-use crate::task::TaskId;
+use crate::store::{
+    ClaimRequest, ClaimResult, CycleInput, CycleOutput, OutcomeRow, RenewRequest, Renewed, Store,
+};
 
 /// Most outcomes folded into one transaction; beyond that the next cycle takes the rest.
 const MAX_OUTCOMES_PER_CYCLE: usize = 2048;
@@ -35,8 +37,9 @@ pub(crate) trait TopUp: Send + Sync {
 enum Request {
     Outcome(OutcomeRow, Reply<bool>),
     Claim(ClaimRequest, Option<Arc<dyn TopUp>>, Reply<ClaimResult>),
-    Renew(RenewRequest, Reply<Vec<TaskId>>),
+    Renew(RenewRequest, Reply<Renewed>),
     Rescue(Reply<u64>),
+    Check(Reply<Vec<BatchId>>),
 }
 
 /// Handle to the group-commit task.
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Request {
             Request::Claim(..) => "Claim",
             Request::Renew(..) => "Renew",
             Request::Rescue(..) => "Rescue",
+            Request::Check(..) => "Check",
         })
     }
 }
@@ -88,12 +92,17 @@ impl Committer {
         self.call(|reply| Request::Claim(request, top_up, reply)).await
     }
 
-    pub async fn renew(&self, request: RenewRequest) -> Result<Vec<TaskId>> {
+    pub async fn renew(&self, request: RenewRequest) -> Result<Renewed> {
         self.call(|reply| Request::Renew(request, reply)).await
     }
 
     pub async fn rescue(&self) -> Result<u64> {
         self.call(Request::Rescue).await
+    }
+
+    /// Judges every active batch's interruption criteria; returns the batches it interrupted.
+    pub async fn check(&self) -> Result<Vec<BatchId>> {
+        self.call(Request::Check).await
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
@@ -152,6 +161,12 @@ async fn run(
         let (input, replies) = split(batch);
         match commit(&store, &input).await {
             Ok(output) => {
+                for batch in &output.interrupted {
+                    tracing::warn!(
+                        batch = batch.0,
+                        "batch interrupted: an interruption criterion was crossed"
+                    );
+                }
                 for progress in &output.progress {
                     // No subscribers is fine.
                     let _ = events.send(Event::Progress(progress.clone()));
@@ -207,8 +222,9 @@ async fn commit(store: &Store, input: &CycleInput) -> Result<CycleOutput> {
 enum Pending {
     Outcome(Reply<bool>),
     Claim(Reply<ClaimResult>),
-    Renew(Reply<Vec<TaskId>>),
+    Renew(Reply<Renewed>),
     Rescue(Reply<u64>),
+    Check(Reply<Vec<BatchId>>),
 }
 
 impl Pending {
@@ -219,6 +235,7 @@ impl Pending {
             Pending::Claim(r) => r.send(Err(error)).is_ok(),
             Pending::Renew(r) => r.send(Err(error)).is_ok(),
             Pending::Rescue(r) => r.send(Err(error)).is_ok(),
+            Pending::Check(r) => r.send(Err(error)).is_ok(),
         };
     }
 }
@@ -247,6 +264,10 @@ fn split(requests: Vec<Request>) -> (CycleInput, Vec<Pending>) {
                 input.rescue = true;
                 replies.push(Pending::Rescue(reply));
             }
+            Request::Check(reply) => {
+                input.check_all = true;
+                replies.push(Pending::Check(reply));
+            }
         }
     }
     (input, replies)
@@ -264,6 +285,7 @@ fn answer(replies: Vec<Pending>, output: CycleOutput) {
                 .is_ok(),
             Pending::Renew(r) => r.send(Ok(renewed.next().unwrap_or_default())).is_ok(),
             Pending::Rescue(r) => r.send(Ok(output.rescued)).is_ok(),
+            Pending::Check(r) => r.send(Ok(output.interrupted.clone())).is_ok(),
         };
     }
 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::batch::{Batch, BatchFilter, BatchId, BatchStats, NewBatch, Resumed};
+use crate::batch::{Batch, BatchFilter, BatchId, BatchStats, Interruption, NewBatch, Resumed};
 use crate::committer::Committer;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::interrupt::InterruptionCriteria;
 use crate::retry::RetryPolicy;
-use crate::store::Store;
+use crate::store::{KeyPause, Store};
 use crate::task::{Attempt, NewTask, Task, TaskFilter, TaskId};
 use crate::worker::{Worker, WorkerOptions};
 
@@ -196,11 +196,39 @@ impl Engine {
         Ok(reset)
     }
 
+    /// Interrupts an active batch by hand: the same transition, and log row, as a criterion.
+    /// Workers stop claiming its tasks; in-flight ones drain (or are given back, per
+    /// [`WorkerOptions::on_interrupt`]). [`Engine::resume`] continues it.
+    pub async fn interrupt(&self, batch: BatchId, message: &str) -> Result<()> {
+        let message = if message.trim().is_empty() {
+            "interrupted by hand"
+        } else {
+            message
+        };
+        let progress = self
+            .inner
+            .store
+            .interrupt(batch, message, crate::time::now_ms())
+            .await?;
+        let _ = self.inner.events.send(Event::Progress(progress));
+        Ok(())
+    }
+
+    /// A batch's interruptions, oldest first: reason, message and counters at that moment.
+    pub async fn interruptions(&self, batch: BatchId) -> Result<Vec<Interruption>> {
+        self.inner.store.interruptions(batch).await
+    }
+
     /// Cancels a batch: its pending tasks become `cancelled`; nothing is deleted.
     pub async fn cancel(&self, batch: BatchId) -> Result<u64> {
         let (cancelled, progress) = self.inner.store.cancel(batch).await?;
         let _ = self.inner.events.send(Event::Progress(progress));
         Ok(cancelled)
+    }
+
+    /// Limit keys paused now, by a Retry-After or an open circuit, in any process.
+    pub async fn pauses(&self) -> Result<Vec<KeyPause>> {
+        self.inner.store.pauses(crate::time::now_ms()).await
     }
 
     /// Subscribes to progress events.

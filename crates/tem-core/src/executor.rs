@@ -7,6 +7,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -16,9 +17,9 @@ use tracing::Instrument;
 
 use crate::handler::TaskContext;
 use crate::lane::Lane;
-use crate::limit::ConcurrencyPermit;
+use crate::limit::{Admission, CircuitBreaker, ConcurrencyPermit};
 use crate::outcome::{ErrorKind, TaskError};
-use crate::store::{ClaimedTask, Next, OutcomeRow};
+use crate::store::{ClaimedTask, KeyPause, Next, OutcomeRow};
 use crate::task::AttemptOutcome;
 use crate::time::{duration_ms, now_ms};
 use crate::worker::Shared;
@@ -33,6 +34,17 @@ enum Ending {
     /// Another worker owns the task now; whatever we write would be fenced off.
     LeaseLost,
 }
+
+/// What the gate before a call decided.
+enum Gate {
+    /// Start, with the circuit breaker's admission if the lane has one.
+    Go(Option<Admission>),
+    /// The key is paused (or its circuit open) for long: give the task back unstarted.
+    GiveBack,
+}
+
+/// Longest a task waits for its key's pause or open circuit before it is given back.
+const GIVE_BACK_AFTER: Duration = Duration::from_millis(250);
 
 /// A commit acknowledgement still to be awaited, with its bookkeeping.
 type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -77,17 +89,42 @@ async fn run(
 ) -> Option<Pending> {
     let timeout = shared.timeout_for(task.batch_id).await;
     let gate = async {
-        // A task claimed ahead must not start while a sibling's Retry-After pauses its key.
-        while let Some(until) = lane.paused_until(Instant::now()) {
-            tokio::time::sleep_until(until).await;
-        }
-        if let Some(gate) = &lane.start_gate {
-            gate.acquire().await;
+        // A task claimed ahead must not start while a sibling's Retry-After pauses its key, nor
+        // while the key's circuit is open. A short wait is fine; a long one gives the task back
+        // unstarted, so it holds no slot and burns no attempt.
+        loop {
+            let now = Instant::now();
+            let wait_until = match lane.paused_until(now) {
+                Some(until) => until,
+                None => match lane.breaker.as_ref().map(CircuitBreaker::admit) {
+                    Some(Ok(admission)) => break Gate::Go(Some(admission)),
+                    Some(Err(until)) => until,
+                    None => break Gate::Go(None),
+                },
+            };
+            if wait_until > now + GIVE_BACK_AFTER {
+                return Gate::GiveBack;
+            }
+            tokio::time::sleep_until(wait_until).await;
         }
     };
-    let cancelled_at_gate = tokio::select! {
-        () = gate => false,
-        () = cancel.cancelled() => true,
+    let gate = async {
+        match gate.await {
+            Gate::Go(admission) => {
+                if let Some(gate) = &lane.start_gate {
+                    gate.acquire().await;
+                }
+                Gate::Go(admission)
+            }
+            give_back => give_back,
+        }
+    };
+    let (cancelled_at_gate, given_back, admission) = tokio::select! {
+        gate = gate => match gate {
+            Gate::Go(admission) => (false, false, admission),
+            Gate::GiveBack => (false, true, None),
+        },
+        () = cancel.cancelled() => (true, false, None),
     };
     // Nothing awaits between the gate and the handler's first poll.
     let started = Instant::now();
@@ -104,8 +141,9 @@ async fn run(
     );
 
     let ending = match shared.handler(&task.kind) {
+        _ if given_back => Ending::AbortedUnstarted,
         _ if cancelled_at_gate => {
-            if shared.is_aborting() {
+            if shared.gives_back(task.batch_id) {
                 Ending::AbortedUnstarted
             } else {
                 Ending::LeaseLost
@@ -135,7 +173,7 @@ async fn run(
                     Ending::Finished(Err(TaskError::new(ErrorKind::Timeout, format!("timed out after {after}"))))
                 }
                 () = cancel.cancelled() => {
-                    if shared.is_aborting() { Ending::Aborted } else { Ending::LeaseLost }
+                    if shared.gives_back(task.batch_id) { Ending::Aborted } else { Ending::LeaseLost }
                 }
             }
         }
@@ -144,6 +182,7 @@ async fn run(
     let finished_ms = now_ms().max(started_ms);
     // The history keeps attempts that did not succeed; a success stays on the task row.
     let history = !matches!(ending, Ending::AbortedUnstarted | Ending::Finished(Ok(_)));
+    let opened = feed_breaker(lane, admission, &ending);
     let (next, outcome, error) = match ending {
         Ending::LeaseLost => {
             tracing::warn!("lease lost while running; another worker owns the task now, outcome dropped");
@@ -169,11 +208,27 @@ async fn run(
         // The loop may be sleeping until the budget the estimate used up comes back.
         shared.limits_changed.notify_one();
     }
-    let pause = error.as_ref().and_then(|e| {
+    let retry_after_pause = error.as_ref().and_then(|e| {
         let wait = e.retry_after?;
-        matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Overloaded)
-            .then(|| (lane.key.clone(), finished_ms.saturating_add(duration_ms(wait))))
+        matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Overloaded).then(|| KeyPause {
+            key: lane.key.clone(),
+            until: finished_ms.saturating_add(duration_ms(wait)),
+            reason: format!("Retry-After {wait:?}: {}", e.message),
+        })
     });
+    // An opened circuit pauses the key for every process until its cool-down ends.
+    let circuit_pause = opened.map(|until| {
+        lane.pause_until(until);
+        KeyPause {
+            key: lane.key.clone(),
+            until: finished_ms.saturating_add(duration_ms(until.saturating_duration_since(Instant::now()))),
+            reason: "circuit open: the target kept failing".to_owned(),
+        }
+    });
+    let pause = match (retry_after_pause, circuit_pause) {
+        (Some(a), Some(b)) => Some(if a.until >= b.until { a } else { b }),
+        (a, b) => a.or(b),
+    };
     match &error {
         Some(e) => tracing::debug!(outcome = outcome.as_str(), error = %e, "attempt failed"),
         None => tracing::trace!("attempt succeeded"),
@@ -194,6 +249,21 @@ async fn run(
         history,
     };
     Some(shared.report(row))
+}
+
+/// Reports the attempt to the lane's circuit breaker; returns when the circuit stays open
+/// until, if this attempt opened it. A 4xx says the target is up, so it counts as a success.
+fn feed_breaker(lane: &Lane, admission: Option<Admission>, ending: &Ending) -> Option<Instant> {
+    let (breaker, admission) = (lane.breaker.as_ref()?, admission?);
+    match ending {
+        Ending::Finished(Ok(_)) => breaker.on_success(admission),
+        Ending::Finished(Err(error)) if error.kind == ErrorKind::NonRetryable => {
+            breaker.on_success(admission)
+        }
+        Ending::Finished(Err(error)) => return breaker.on_failure(admission, error.retry_after),
+        Ending::Aborted | Ending::AbortedUnstarted | Ending::LeaseLost => breaker.cancel(admission),
+    }
+    None
 }
 
 /// Retry (when, honouring Retry-After) or fail; pauses the key and shrinks concurrency on

@@ -6,18 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use crate::limit::{Budget, Quota, RateLimiter};
+use crate::limit::{BreakerConfig, BreakerState, Budget, CircuitBreaker, Quota, RateLimiter};
 
 /// The resolution of tokio's timer.
 const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Limits of one key: requests per period and an optional weighted budget.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Limits of one key: requests per period, an optional weighted budget, an optional breaker.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Limits {
     /// Calls per period (GCRA; never more than `count` in any window of `period`).
     pub rate: Option<Quota>,
     /// Cost units (e.g. tokens) per period; each task spends its cost.
     pub budget: Option<Quota>,
+    /// Stop calling the key's target for a while after it keeps failing.
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl Limits {
@@ -25,8 +27,22 @@ impl Limits {
     pub fn rate(quota: Quota) -> Self {
         Limits {
             rate: Some(quota),
-            budget: None,
+            ..Limits::default()
         }
+    }
+
+    /// Only a circuit breaker.
+    pub fn breaker(config: BreakerConfig) -> Self {
+        Limits {
+            breaker: Some(config),
+            ..Limits::default()
+        }
+    }
+
+    /// Adds a circuit breaker.
+    pub fn with_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
     }
 
     /// Adds a weighted budget.
@@ -65,11 +81,15 @@ pub(crate) struct Lane {
     /// actual starts; it normally opens at once because admission already paced them.
     pub start_gate: Option<RateLimiter>,
     pub budget: Option<Budget>,
+    pub breaker: Option<CircuitBreaker>,
     state: Mutex<State>,
 }
 
 impl Lane {
     pub fn new(key: Arc<str>, types: &[String], limits: Limits) -> Self {
+        let breaker = limits
+            .breaker
+            .map(|config| CircuitBreaker::new(key.to_string(), config));
         Lane {
             key,
             types_json: serde_json::to_string(types)
@@ -80,6 +100,7 @@ impl Lane {
                 .rate
                 .map(|quota| RateLimiter::new(quota.for_timer(TIMER_TICK))),
             budget: limits.budget.map(Budget::new),
+            breaker,
             state: Mutex::new(State::default()),
         }
     }
@@ -93,6 +114,9 @@ impl Lane {
             return Readiness::Wait { until };
         }
         drop(state);
+        if let Some(BreakerState::Open { until }) = self.breaker.as_ref().map(CircuitBreaker::state) {
+            return Readiness::Wait { until };
+        }
         let limited = [
             self.rate.as_ref().map(|rate| rate.ready_at(now)),
             self.budget.as_ref().map(|budget| budget.ready_at(now)),

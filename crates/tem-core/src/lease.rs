@@ -1,8 +1,12 @@
 //! Keeping leases: while a worker runs, it renews the leases of its in-flight tasks in one
 //! statement every third of the lease, and rescues tasks whose lease expired (their worker
-//! crashed). A task whose renewal fails is cancelled: someone else owns it now.
+//! crashed). A task whose renewal fails is cancelled: someone else owns it now. The renewal also
+//! learns which in-flight tasks belong to a batch stopped by another process, and once a second
+//! the keeper has the interruption criteria judged (the batch-runtime limit is crossed by time
+//! alone, without any outcome to trigger the check).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -11,21 +15,27 @@ use crate::store::RenewRequest;
 use crate::time::{duration_ms, now_ms};
 use crate::worker::Shared;
 
+/// How often the interruption criteria of every active batch are judged.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 pub(crate) async fn keep(shared: Arc<Shared>, stop: CancellationToken) {
     let mut renew = tokio::time::interval(shared.options.lease / 3);
     renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rescue = tokio::time::interval(shared.options.rescue_interval);
     rescue.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(CHECK_INTERVAL);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = renew.tick() => renew_once(&shared).await,
             _ = rescue.tick() => rescue_once(&shared).await,
+            _ = check.tick() => check_once(&shared).await,
             () = stop.cancelled() => break,
         }
     }
 }
 
-async fn renew_once(shared: &Shared) {
+async fn renew_once(shared: &Arc<Shared>) {
     let ids = shared.inflight_ids();
     if ids.is_empty() {
         return;
@@ -37,8 +47,11 @@ async fn renew_once(shared: &Shared) {
     };
     match shared.engine.committer().renew(request).await {
         Ok(renewed) => {
-            for id in ids.into_iter().filter(|id| !renewed.contains(id)) {
+            for id in ids.into_iter().filter(|id| !renewed.held.contains(id)) {
                 shared.lease_lost(id);
+            }
+            for id in renewed.stopped {
+                shared.task_batch_stopped(id);
             }
         }
         Err(error) => tracing::warn!(%error, "lease renewal failed; will retry"),
@@ -53,5 +66,11 @@ async fn rescue_once(shared: &Shared) {
             shared.engine.wake().notify_waiters();
         }
         Err(error) => tracing::warn!(%error, "rescue of expired leases failed; will retry"),
+    }
+}
+
+async fn check_once(shared: &Shared) {
+    if let Err(error) = shared.engine.committer().check().await {
+        tracing::warn!(%error, "interruption check failed; will retry");
     }
 }

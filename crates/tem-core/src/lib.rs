@@ -47,7 +47,9 @@ mod task;
 pub mod time;
 mod worker;
 
-pub use batch::{Batch, BatchFilter, BatchId, BatchStats, BatchStatus, NewBatch, Resumed};
+pub use batch::{
+    Batch, BatchFilter, BatchId, BatchStats, BatchStatus, Interruption, InterruptionReason, NewBatch, Resumed,
+};
 pub use engine::{Durability, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use events::{BatchProgress, Event};
@@ -56,5 +58,6 @@ pub use interrupt::{DEFAULT_MIN_SAMPLE, InterruptionCriteria};
 pub use lane::Limits;
 pub use outcome::{ErrorKind, TaskError, Verdict, classify};
 pub use retry::{Jitter, RetryPolicy};
+pub use store::KeyPause;
 pub use task::{Attempt, AttemptOutcome, NewTask, Task, TaskFilter, TaskId, TaskStatus};
-pub use worker::{RunReport, Shutdown, Worker, WorkerOptions};
+pub use worker::{OnInterrupt, RunReport, Shutdown, Worker, WorkerOptions};

@@ -2,7 +2,7 @@
 //! the free slots in one request → spawn an executor per task. Idle lanes sleep until new work
 //! is announced, a retry comes due, or the poll interval passes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,19 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::BatchId;
+use crate::batch::{BatchId, BatchStatus};
 use crate::committer::TopUp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::handler::{Handler, typed};
 use crate::interrupt::InterruptionCriteria;
 use crate::lane::{Lane, Limits, Readiness};
-use crate::limit::{AdaptiveConcurrency, Aimd, ConcurrencyPermit};
+use crate::limit::{AdaptiveConcurrency, Aimd, BreakerState, CircuitBreaker, ConcurrencyPermit};
 use crate::outcome::TaskError;
 use crate::retry::RetryPolicy;
 use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow};
@@ -32,6 +33,18 @@ use crate::{executor, lease};
 
 /// How far ahead a rate-limited lane may reserve grants for one claim.
 const RATE_LOOKAHEAD: Duration = Duration::from_millis(20);
+
+/// What a worker does with the in-flight tasks of a batch that is interrupted or cancelled
+/// while they run. Either way it claims no more of that batch's tasks, and gives back the ones
+/// it had claimed ahead without starting them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Let them finish and record their outcomes.
+    #[default]
+    Drain,
+    /// Cancel them and give them back to the queue without charging the attempt.
+    Abort,
+}
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -58,6 +71,8 @@ pub struct WorkerOptions {
     /// of after a commit. `None`: as many as `concurrency`. Always 0 when the worker has a rate
     /// limit or budget: throttled tasks stay `pending` until their turn.
     pub prefetch: Option<usize>,
+    /// In-flight tasks of a batch that stops: drain (default) or abort.
+    pub on_interrupt: OnInterrupt,
 }
 
 impl Default for WorkerOptions {
@@ -72,6 +87,7 @@ impl Default for WorkerOptions {
             timeout: None,
             batch: None,
             prefetch: None,
+            on_interrupt: OnInterrupt::Drain,
         }
     }
 }
@@ -272,7 +288,8 @@ impl Worker {
         // If this future is dropped mid-run (its owner gave up on it), stop renewing leases: the
         // tasks it held must expire and be rescued, not stay leased forever.
         let keeper_guard = keeper_stop.clone().drop_guard();
-        let keeper = tokio::spawn(lease::keep(shared.clone(), keeper_stop));
+        let keeper = tokio::spawn(lease::keep(shared.clone(), keeper_stop.clone()));
+        let listener = tokio::spawn(listen(shared.clone(), keeper_stop));
         let mut executors = JoinSet::new();
         let result = drive(&shared, &mut executors, until_idle).await;
         if shared.is_aborting() {
@@ -283,6 +300,11 @@ impl Worker {
         shared.release_buffered().await;
         drop(keeper_guard);
         let _ = keeper.await;
+        let _ = listener.await;
+        let releases: Vec<_> = lock(&shared.releases).drain(..).collect();
+        for release in releases {
+            let _ = release.await;
+        }
         result?;
         if let Some(error) = shared.take_fatal() {
             return Err(error);
@@ -313,6 +335,9 @@ impl Worker {
             for quota in limits.rate.iter().chain(limits.budget.iter()) {
                 quota.validate()?;
             }
+            if let Some(breaker) = &limits.breaker {
+                breaker.validate()?;
+            }
         }
         let mut keys: Vec<_> = by_key.into_iter().collect();
         keys.sort();
@@ -338,6 +363,8 @@ impl Worker {
         Ok(Shared {
             prefetch: prefetch.map(|n| Arc::new(Semaphore::new(n))),
             buffer: Mutex::new(VecDeque::new()),
+            stopped_batches: Mutex::new(HashSet::new()),
+            releases: Mutex::new(Vec::new()),
             all_types_json: serde_json::to_string(&all_types).unwrap_or_default(),
             concurrency: AdaptiveConcurrency::new(self.options.concurrency, self.options.adaptive),
             engine: self.engine,
@@ -356,6 +383,28 @@ impl Worker {
             retried: AtomicU64::new(0),
             released: AtomicU64::new(0),
         })
+    }
+}
+
+/// Follows this process's progress events: a batch stopped here is acted on at once (other
+/// processes' stops arrive through lease renewal).
+async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut events = shared.engine.events();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = stop.cancelled() => return,
+        };
+        match event {
+            Ok(Event::Progress(progress)) if progress.status.stops_work() => {
+                shared.batch_stopped(progress.batch_id)
+            }
+            Ok(Event::Progress(progress)) if progress.status == BatchStatus::Active => {
+                lock(&shared.stopped_batches).remove(&progress.batch_id);
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -467,12 +516,7 @@ async fn claim_and_spawn(
     let capacity = Arc::new(Capacity {
         concurrency: shared.concurrency.clone(),
         prefetch: shared.prefetch.clone(),
-        // A weighted budget learns each task's cost only once claimed: one at a time.
-        limit: if lane.budget.is_some() {
-            1
-        } else {
-            shared.options.max_claim as usize
-        },
+        limit: claim_limit(shared, &lane),
         slots: Mutex::new(vec![seed]),
     });
     let top_up: Option<Arc<dyn TopUp>> = match &lane.rate {
@@ -538,7 +582,7 @@ async fn claim_and_spawn(
             budget.spend(task.cost);
         }
         let cancel = shared.shutdown.abort.child_token();
-        shared.start(task.id, cancel.clone());
+        shared.start(task.id, task.batch_id, cancel.clone());
         let buffered = Buffered {
             lane: lane.clone(),
             task,
@@ -556,6 +600,20 @@ async fn claim_and_spawn(
         }
     }
     Ok(())
+}
+
+/// Most tasks one claim of `lane` may take.
+fn claim_limit(shared: &Shared, lane: &Lane) -> usize {
+    if let Some(BreakerState::HalfOpen) = lane.breaker.as_ref().map(CircuitBreaker::state) {
+        // Probing: only as many as the probes, so the rest is not claimed to wait.
+        return 1;
+    }
+    // A weighted budget learns each task's cost only once claimed: one at a time.
+    if lane.budget.is_some() {
+        1
+    } else {
+        shared.options.max_claim as usize
+    }
 }
 
 /// One unit of capacity to claim for: a slot to run now, or a place in the prefetch buffer.
@@ -645,6 +703,7 @@ fn host_name() -> String {
 
 #[derive(Debug)]
 struct InFlight {
+    batch: BatchId,
     cancel: CancellationToken,
     /// The outcome is on its way to the database; a renewal that misses it is not a lost lease.
     reporting: bool,
@@ -669,6 +728,10 @@ pub(crate) struct Shared {
     inflight: Mutex<HashMap<TaskId, InFlight>>,
     prefetch: Option<Arc<Semaphore>>,
     buffer: Mutex<VecDeque<Buffered>>,
+    /// Batches seen interrupted or cancelled during this run (until seen active again).
+    stopped_batches: Mutex<HashSet<BatchId>>,
+    /// Give-backs of tasks claimed ahead, awaited before the run returns.
+    releases: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     batches: Mutex<HashMap<BatchId, BatchSettings>>,
     next_retry: Mutex<Option<Instant>>,
     /// Signalled when a limit gave capacity back early (a budget correction).
@@ -748,8 +811,13 @@ impl Shared {
 
     async fn release_buffered(self: &Arc<Self>) {
         let buffered: Vec<Buffered> = lock(&self.buffer).drain(..).collect();
+        self.release(buffered).await;
+    }
+
+    /// Gives tasks claimed ahead back to the queue: unstarted, uncharged, unrecorded.
+    fn release(self: &Arc<Self>, tasks: Vec<Buffered>) -> impl Future<Output = ()> + Send + use<> {
         let now = crate::time::now_ms();
-        let pending: Vec<_> = buffered
+        let pending: Vec<_> = tasks
             .into_iter()
             .map(|b| {
                 self.report(OutcomeRow {
@@ -769,17 +837,66 @@ impl Shared {
                 })
             })
             .collect();
-        futures::future::join_all(pending).await;
+        async move {
+            futures::future::join_all(pending).await;
+        }
     }
 
-    fn start(&self, id: TaskId, cancel: CancellationToken) {
+    fn start(&self, id: TaskId, batch: BatchId, cancel: CancellationToken) {
         lock(&self.inflight).insert(
             id,
             InFlight {
+                batch,
                 cancel,
                 reporting: false,
             },
         );
+    }
+
+    /// A batch was interrupted or cancelled: give back its tasks claimed ahead, and abort its
+    /// running ones if the worker is set to.
+    pub(crate) fn batch_stopped(self: &Arc<Self>, batch: BatchId) {
+        if !lock(&self.stopped_batches).insert(batch) {
+            return;
+        }
+        tracing::info!(
+            batch = batch.0,
+            "batch stopped; its tasks are no longer started here"
+        );
+        let unstarted: Vec<Buffered> = {
+            let mut buffer = lock(&self.buffer);
+            let (stopped, kept): (Vec<Buffered>, Vec<Buffered>) =
+                buffer.drain(..).partition(|b| b.task.batch_id == batch);
+            buffer.extend(kept);
+            stopped
+        };
+        if !unstarted.is_empty() {
+            let release = self.release(unstarted);
+            lock(&self.releases).push(tokio::spawn(release));
+        }
+        if self.options.on_interrupt == OnInterrupt::Abort {
+            for task in lock(&self.inflight).values() {
+                if task.batch == batch && !task.reporting {
+                    task.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// Another process stopped the batch of in-flight task `id` (found by lease renewal).
+    pub(crate) fn task_batch_stopped(self: &Arc<Self>, id: TaskId) {
+        let batch = lock(&self.inflight).get(&id).map(|task| task.batch);
+        if let Some(batch) = batch {
+            self.batch_stopped(batch);
+        }
+    }
+
+    /// Whether a cancelled task of `batch` was cancelled to be given back (worker abort, or an
+    /// interrupted batch under [`OnInterrupt::Abort`]) rather than because its lease was lost.
+    pub(crate) fn gives_back(&self, batch: BatchId) -> bool {
+        self.is_aborting()
+            || (self.options.on_interrupt == OnInterrupt::Abort
+                && lock(&self.stopped_batches).contains(&batch))
     }
 
     fn mark_reporting(&self, id: TaskId) {

@@ -193,8 +193,8 @@ async fn a_weighted_budget_is_spent_by_cost_and_corrected_by_the_reported_cost()
         .limit(
             "llm",
             Limits {
-                rate: None,
                 budget: Some(budget),
+                ..Limits::default()
             },
         )
         .handle("llm", move |i: u32, ctx: TaskContext| {

@@ -82,11 +82,29 @@ pub(crate) struct OutcomeRow {
     pub outcome: AttemptOutcome,
     pub http_status: Option<u16>,
     pub message: Option<String>,
-    /// Pause this limit key until then (a 429 with Retry-After), in the same commit.
-    pub pause: Option<(Arc<str>, Millis)>,
+    /// Pause this limit key (a 429 with Retry-After, an opened circuit), in the same commit.
+    pub pause: Option<KeyPause>,
     /// Record the attempt in the history table: every attempt that did not succeed and was
     /// really started (a success lives on in the task row itself).
     pub history: bool,
+}
+
+/// What a renewal found.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Renewed {
+    /// Tasks whose lease the worker still holds (now extended).
+    pub held: Vec<TaskId>,
+    /// Of those, the ones whose batch was interrupted or cancelled meanwhile.
+    pub stopped: Vec<TaskId>,
+}
+
+/// A limit key paused until a time: no claims for its task types meanwhile, in any process.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyPause {
+    pub key: Arc<str>,
+    pub until: Millis,
+    /// Why, in words (the Retry-After's response, or "circuit open: …").
+    pub reason: String,
 }
 
 /// Extend the leases of a worker's in-flight tasks.
@@ -102,6 +120,9 @@ pub(crate) struct RenewRequest {
 pub(crate) struct CycleInput {
     pub outcomes: Vec<OutcomeRow>,
     pub rescue: bool,
+    /// Judge the interruption criteria of every active batch (the outcomes' batches are
+    /// always judged), for limits that can be crossed with no outcome, like the batch runtime.
+    pub check_all: bool,
     pub renewals: Vec<RenewRequest>,
     pub claims: Vec<ClaimRequest>,
 }
@@ -111,12 +132,14 @@ pub(crate) struct CycleInput {
 pub(crate) struct CycleOutput {
     /// Per outcome: whether the lease still held (false: someone else owns the task now).
     pub accepted: Vec<bool>,
-    /// Per renewal: the ids whose lease was extended.
-    pub renewed: Vec<Vec<TaskId>>,
+    /// Per renewal: what it found.
+    pub renewed: Vec<Renewed>,
     /// Per claim.
     pub claims: Vec<ClaimResult>,
     /// Attempts returned to the queue (or failed) because their lease expired.
     pub rescued: u64,
+    /// Batches this commit interrupted (a criterion was crossed).
+    pub interrupted: Vec<BatchId>,
     /// Batches whose counters changed, as committed.
     pub progress: Vec<BatchProgress>,
 }

@@ -133,9 +133,14 @@ async fn requeue_stranded(conn: &mut SqliteConnection, batch: BatchId, now: Mill
     Ok(requeued)
 }
 
+/// Active again, with the criteria judging only what happens from now on (see [`Resumed`]).
 async fn reactivate(conn: &mut SqliteConnection, batch: BatchId) -> Result<()> {
     sqlx::query(
-        "UPDATE batch SET status = 'active', finished_at = NULL, consecutive_failures = 0 WHERE id = ?",
+        "UPDATE batch SET status = 'active', finished_at = NULL, consecutive_failures = 0, \
+             run_started_at = NULL, interrupted_at = NULL, interruption_reason = NULL, \
+             interruption_message = NULL, base_completed = completed, base_failed = failed, \
+             base_rate_limited = rate_limited, base_overloaded = overloaded \
+         WHERE id = ?",
     )
     .bind(batch.0)
     .execute(&mut *conn)

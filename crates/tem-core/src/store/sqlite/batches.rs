@@ -7,7 +7,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::SqliteStore;
 use super::program::{Program, StatementResult};
-use crate::batch::{Batch, BatchFilter, BatchId, BatchStats, BatchStatus, NewBatch};
+use crate::batch::{Batch, BatchFilter, BatchId, BatchStats, BatchStatus, Interruption, NewBatch};
 use crate::error::{Error, Result};
 use crate::store::BatchProgress;
 use crate::time::{Millis, now_ms};
@@ -15,7 +15,8 @@ use crate::time::{Millis, now_ms};
 pub(super) const BATCH_COLUMNS: &str = "id, code, type, status, metadata, interruption_criteria, \
     retry_policy, created_at, started_at, finished_at, first_finished_at, last_finished_at, \
     total, pending, running, completed, failed, cancelled, retried, rate_limited, overloaded, \
-    timed_out, lost, consecutive_failures";
+    timed_out, lost, consecutive_failures, run_started_at, interrupted_at, interruption_reason, \
+    interruption_message";
 
 const STATS_COLUMNS: &str = "status, total, pending, running, completed, failed, cancelled, \
     retried, rate_limited, overloaded, timed_out, lost, consecutive_failures";
@@ -94,9 +95,9 @@ pub(super) fn push_progress(
         &format!(
             "SELECT id, {STATS_COLUMNS} FROM batch \
              WHERE id IN (SELECT value FROM json_each(?)) \
-                OR (? AND (status = 'active' OR finished_at >= ?))"
+                OR (? AND (status = 'active' OR finished_at >= ? OR interrupted_at >= ?))"
         ),
-        &[ids.into(), everything_active.into(), now.into()],
+        &[ids.into(), everything_active.into(), now.into(), now.into()],
     )
 }
 
@@ -144,11 +145,26 @@ pub(super) async fn status_in_tx(
 }
 
 pub(super) fn batch_from_row(row: &SqliteRow) -> Result<Batch> {
+    let id = BatchId(row.try_get(0)?);
+    let stats = stats_from_row(row, 12)?;
+    let status: BatchStatus = row.try_get::<&str, _>(3)?.parse()?;
+    let interrupted_at: Option<Millis> = row.try_get(25)?;
+    let reason: Option<&str> = row.try_get(26)?;
+    let interruption = match (status, interrupted_at, reason) {
+        (BatchStatus::Interrupted, Some(at), Some(reason)) => Some(Interruption {
+            batch_id: id,
+            reason: reason.parse()?,
+            message: row.try_get::<Option<String>, _>(27)?.unwrap_or_default(),
+            stats,
+            at,
+        }),
+        _ => None,
+    };
     Ok(Batch {
-        id: BatchId(row.try_get(0)?),
+        id,
         code: row.try_get(1)?,
         kind: row.try_get(2)?,
-        status: row.try_get::<&str, _>(3)?.parse()?,
+        status,
         metadata: parse_json(row.try_get(4)?, "batch metadata")?,
         criteria: parse_json(row.try_get(5)?, "interruption criteria")?,
         retry: parse_json(row.try_get(6)?, "retry policy")?,
@@ -157,7 +173,9 @@ pub(super) fn batch_from_row(row: &SqliteRow) -> Result<Batch> {
         finished_at: row.try_get(9)?,
         first_finished_at: row.try_get(10)?,
         last_finished_at: row.try_get(11)?,
-        stats: stats_from_row(row, 12)?,
+        run_started_at: row.try_get(24)?,
+        interruption,
+        stats,
     })
 }
 

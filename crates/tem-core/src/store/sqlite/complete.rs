@@ -37,6 +37,7 @@ struct Row<'a> {
     retry_at: Option<Millis>,
     pause_key: Option<&'a str>,
     pause_until: Option<Millis>,
+    pause_reason: Option<&'a str>,
     history: bool,
 }
 
@@ -104,7 +105,7 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
     if outcomes.iter().any(|o| o.pause.is_some()) {
         program.push(
             "INSERT INTO limit_pause (key, until, reason) \
-             SELECT value->>'pause_key', value->>'pause_until', value->>'message' FROM json_each(?) \
+             SELECT value->>'pause_key', value->>'pause_until', value->>'pause_reason' FROM json_each(?) \
              WHERE value->>'pause_key' IS NOT NULL \
              ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
             &[json],
@@ -169,8 +170,9 @@ fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
         http_status: o.http_status,
         message: o.message.as_deref(),
         retry_at,
-        pause_key: o.pause.as_ref().map(|(key, _)| key.as_ref()),
-        pause_until: o.pause.as_ref().map(|(_, until)| *until),
+        pause_key: o.pause.as_ref().map(|p| p.key.as_ref()),
+        pause_until: o.pause.as_ref().map(|p| p.until),
+        pause_reason: o.pause.as_ref().map(|p| p.reason.as_str()),
         history: o.history,
     }
 }

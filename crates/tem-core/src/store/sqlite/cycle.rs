@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::program::Program;
-use super::{SqliteStore, batches, claim, complete, lease};
+use super::{SqliteStore, batches, claim, complete, interrupt, lease};
+use crate::batch::BatchId;
 use crate::error::Result;
 use crate::store::{CycleInput, CycleOutput};
 use crate::time::now_ms;
@@ -27,6 +28,26 @@ impl SqliteStore {
         } else {
             None
         };
+        // Judged after the outcomes that move the counters and before the claims, so a batch
+        // interrupted by this commit gets no new claims in it.
+        let outcome_batches: Vec<i64> = input
+            .outcomes
+            .iter()
+            .map(|o| o.batch_id.0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let check = if input.check_all || !outcome_batches.is_empty() {
+            Some(interrupt::push_check(
+                &mut program,
+                &outcome_batches,
+                input.check_all,
+                &self.criteria_defaults,
+                now,
+            )?)
+        } else {
+            None
+        };
         let renewals = input
             .renewals
             .iter()
@@ -40,7 +61,8 @@ impl SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         let mut touched: BTreeSet<i64> = input.outcomes.iter().map(|o| o.batch_id.0).collect();
         touched.extend(input.claims.iter().filter_map(|c| c.batch.map(|b| b.0)));
-        let everything_active = input.rescue || input.claims.iter().any(|c| c.batch.is_none());
+        let everything_active =
+            input.rescue || input.check_all || input.claims.iter().any(|c| c.batch.is_none());
         let progress = batches::push_progress(&mut program, &touched, everything_active, now)?;
 
         let mut conn = self.write.acquire().await?;
@@ -51,6 +73,14 @@ impl SqliteStore {
                 None => Vec::new(),
             },
             rescued: rescue.map_or(0, |statement| results[statement].changes),
+            interrupted: match check {
+                Some(statement) => results[statement]
+                    .rows
+                    .iter()
+                    .map(|row| Ok(BatchId(sqlx::Row::try_get(row, 0)?)))
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            },
             renewed: renewals
                 .into_iter()
                 .map(|statement| lease::renewed(&results, statement))
@@ -166,7 +196,7 @@ mod tests {
         };
         let out = store.run_cycle(&input).await.unwrap();
         assert_eq!(out.accepted, [false]);
-        assert!(out.renewed[0].is_empty());
+        assert!(out.renewed[0].held.is_empty());
         let task = store.task(zombie[0].id).await.unwrap().unwrap();
         assert_eq!(task.status, TaskStatus::Running);
         assert_eq!(task.lease_owner.as_deref(), Some("live"));

@@ -3,36 +3,49 @@
 
 use super::program::{Program, StatementResult, Value};
 use crate::error::Result;
-use crate::store::RenewRequest;
+use crate::store::{RenewRequest, Renewed};
 use crate::task::TaskId;
 use crate::time::Millis;
 
 /// How many expired leases one cycle rescues; the rest wait for the next cycle.
 const RESCUE_LIMIT: i64 = 1000;
 
-/// Adds a renewal; its statement returns the ids whose lease the worker still holds.
-pub(super) fn push_renew(program: &mut Program, request: &RenewRequest) -> Result<usize> {
+/// Adds a renewal: one statement extends the leases the worker still holds, one finds which of
+/// them belong to a batch that was interrupted or cancelled meanwhile.
+pub(super) fn push_renew(program: &mut Program, request: &RenewRequest) -> Result<(usize, usize)> {
     let ids: Vec<i64> = request.ids.iter().map(|id| id.0).collect();
-    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
-    program.push(
+    let ids: Value = serde_json::to_string(&ids)
+        .unwrap_or_else(|_| "[]".to_owned())
+        .into();
+    let owner = Value::Text(request.owner.clone());
+    let held = program.push(
         "UPDATE task SET lease_expires_at = ? \
          WHERE id IN (SELECT value FROM json_each(?)) AND lease_owner = ? AND status = 'running' \
          RETURNING id",
-        &[
-            request.expires_at.into(),
-            ids.into(),
-            Value::Text(request.owner.clone()),
-        ],
-    )
+        &[request.expires_at.into(), ids.clone(), owner.clone()],
+    )?;
+    let stopped = program.push(
+        "SELECT t.id FROM task AS t JOIN batch AS b ON b.id = t.batch_id \
+         WHERE t.id IN (SELECT value FROM json_each(?)) AND t.lease_owner = ? AND t.status = 'running' \
+           AND b.status IN ('interrupted', 'cancelled')",
+        &[ids, owner],
+    )?;
+    Ok((held, stopped))
 }
 
-/// The ids a renewal statement returned.
-pub(super) fn renewed(results: &[StatementResult], statement: usize) -> Result<Vec<TaskId>> {
-    results[statement]
-        .rows
-        .iter()
-        .map(|row| Ok(TaskId(sqlx::Row::try_get(row, 0)?)))
-        .collect()
+/// What a renewal's statements found.
+pub(super) fn renewed(results: &[StatementResult], (held, stopped): (usize, usize)) -> Result<Renewed> {
+    let ids = |statement: usize| -> Result<Vec<TaskId>> {
+        results[statement]
+            .rows
+            .iter()
+            .map(|row| Ok(TaskId(sqlx::Row::try_get(row, 0)?)))
+            .collect()
+    };
+    Ok(Renewed {
+        held: ids(held)?,
+        stopped: ids(stopped)?,
+    })
 }
 
 /// Adds the rescue: tasks whose lease expired go back to `pending` (or `failed` when that was

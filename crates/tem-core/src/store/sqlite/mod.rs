@@ -10,6 +10,7 @@ mod claim;
 mod complete;
 mod cycle;
 mod enqueue;
+mod interrupt;
 mod lease;
 mod program;
 mod query;
@@ -33,6 +34,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub(crate) struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// The engine's default interruption criteria, as JSON for the check in every commit.
+    criteria_defaults: std::sync::Arc<str>,
 }
 
 impl SqliteStore {
@@ -81,7 +84,17 @@ impl SqliteStore {
         } else {
             write.clone()
         };
-        Ok(SqliteStore { write, read })
+        let criteria_defaults = serde_json::to_string(&options.criteria)
+            .map_err(|source| Error::Json {
+                what: "interruption criteria",
+                source,
+            })?
+            .into();
+        Ok(SqliteStore {
+            write,
+            read,
+            criteria_defaults,
+        })
     }
 
     /// Closes both pools, waiting for their connections to finish.

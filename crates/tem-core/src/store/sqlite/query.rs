@@ -75,6 +75,23 @@ impl SqliteStore {
             .collect()
     }
 
+    /// Limit keys paused now (Retry-After, open circuits), soonest end first.
+    pub async fn pauses(&self, now: crate::time::Millis) -> Result<Vec<crate::store::KeyPause>> {
+        let rows = sqlx::query("SELECT key, until, reason FROM limit_pause WHERE until > ? ORDER BY until")
+            .bind(now)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::store::KeyPause {
+                    key: row.try_get::<String, _>(0)?.into(),
+                    until: row.try_get(1)?,
+                    reason: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// Whether any task of `types_json` (a JSON array) could still need a worker: pending in an
     /// active batch, or running anywhere (its lease may expire and bring it back).
     pub async fn has_work(&self, types_json: &str, batch: Option<BatchId>) -> Result<bool> {

@@ -1,0 +1,152 @@
+//! Interruption: the criteria check (a section of every group commit that records outcomes, and
+//! of a periodic check for the batch-runtime limit), the manual interrupt, and the log.
+//!
+//! The check is one `UPDATE … WHERE status = 'active'` inside the committing transaction: the
+//! counters it reads were updated by the same transaction, and however many workers or processes
+//! see the limit crossed, only the first transition happens; the `batch_interrupted` trigger
+//! logs it, once.
+
+use sqlx::Row;
+
+use super::SqliteStore;
+use super::batches::status_in_tx;
+use super::program::Program;
+use crate::batch::{BatchId, Interruption, InterruptionReason};
+use crate::error::{Error, Result};
+use crate::store::BatchProgress;
+use crate::time::Millis;
+
+/// Criteria, in the order they are judged; the first one crossed names the interruption.
+/// Counters are taken since the last resume; `0` means zero tolerance, absent means no limit.
+const CHECK: &str = "\
+    WITH p(now, everything, ids, defaults) AS (SELECT ?, ?, ?, ?), \
+    c AS ( \
+        SELECT b.id, b.consecutive_failures AS consecutive, (SELECT now FROM p) - b.run_started_at AS runtime, \
+            b.failed - b.base_failed AS failed, \
+            (b.completed - b.base_completed) + (b.failed - b.base_failed) AS finished, \
+            b.rate_limited - b.base_rate_limited AS rate_limited, \
+            b.overloaded - b.base_overloaded AS overloaded, \
+            coalesce(b.interruption_criteria ->> 'max_failed_tasks', p.defaults ->> 'max_failed_tasks') AS max_failed, \
+            coalesce(b.interruption_criteria ->> 'max_consecutive_failures', \
+                     p.defaults ->> 'max_consecutive_failures') AS max_consecutive, \
+            coalesce(b.interruption_criteria ->> 'max_error_rate', p.defaults ->> 'max_error_rate') AS max_rate, \
+            coalesce(b.interruption_criteria ->> 'min_sample', p.defaults ->> 'min_sample', 20) AS min_sample, \
+            coalesce(b.interruption_criteria ->> 'max_rate_limited', p.defaults ->> 'max_rate_limited') AS max_429, \
+            coalesce(b.interruption_criteria ->> 'max_overloaded', p.defaults ->> 'max_overloaded') AS max_5xx, \
+            coalesce(b.interruption_criteria ->> 'max_batch_runtime_ms', \
+                     p.defaults ->> 'max_batch_runtime_ms') AS max_runtime \
+        FROM batch AS b CROSS JOIN p \
+        WHERE b.status = 'active' AND (p.everything OR b.id IN (SELECT value FROM json_each(p.ids)))), \
+    v AS ( \
+        SELECT id, CASE \
+            WHEN failed > max_failed THEN 'failed_tasks_exceeded' \
+            WHEN consecutive > max_consecutive THEN 'consecutive_failures_exceeded' \
+            WHEN finished >= max(min_sample, 1) AND failed > max_rate * finished THEN 'error_rate_exceeded' \
+            WHEN rate_limited > max_429 THEN 'rate_limited_exceeded' \
+            WHEN overloaded > max_5xx THEN 'overloaded_exceeded' \
+            WHEN runtime > max_runtime THEN 'batch_runtime_exceeded' END AS reason, \
+          CASE \
+            WHEN failed > max_failed THEN printf('%d tasks failed; max_failed_tasks is %d', failed, max_failed) \
+            WHEN consecutive > max_consecutive \
+                THEN printf('%d tasks in a row failed; max_consecutive_failures is %d', consecutive, max_consecutive) \
+            WHEN finished >= max(min_sample, 1) AND failed > max_rate * finished \
+                THEN printf('%d of %d finished tasks failed (%.1f%%); max_error_rate is %.1f%%', \
+                            failed, finished, 100.0 * failed / finished, 100.0 * max_rate) \
+            WHEN rate_limited > max_429 \
+                THEN printf('%d attempts were rate-limited (429); max_rate_limited is %d', rate_limited, max_429) \
+            WHEN overloaded > max_5xx \
+                THEN printf('%d attempts hit an overloaded API (502/503/504); max_overloaded is %d', overloaded, max_5xx) \
+            WHEN runtime > max_runtime \
+                THEN printf('the batch has run for %d ms; max_batch_runtime_ms is %d', runtime, max_runtime) END AS message \
+        FROM c) \
+    UPDATE batch SET status = 'interrupted', interrupted_at = (SELECT now FROM p), \
+        interruption_reason = v.reason, interruption_message = v.message \
+    FROM v WHERE batch.id = v.id AND v.reason IS NOT NULL AND batch.status = 'active' \
+    RETURNING batch.id";
+
+/// Adds the criteria check for the batches in `ids` (every active batch when `everything`) to a
+/// program. `defaults` is the engine's criteria as JSON; a batch's own keys win.
+pub(super) fn push_check(
+    program: &mut Program,
+    ids: &[i64],
+    everything: bool,
+    defaults: &str,
+    now: Millis,
+) -> Result<usize> {
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
+    program.push(
+        CHECK,
+        &[
+            now.into(),
+            everything.into(),
+            ids.into(),
+            defaults.to_owned().into(),
+        ],
+    )
+}
+
+impl SqliteStore {
+    /// Interrupts an active batch by hand; the same transition (and log row) as a criterion.
+    pub async fn interrupt(&self, batch: BatchId, message: &str, now: Millis) -> Result<BatchProgress> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let changed = sqlx::query(
+            "UPDATE batch SET status = 'interrupted', interrupted_at = ?, interruption_reason = 'manual', \
+                 interruption_message = ? \
+             WHERE id = ? AND status = 'active'",
+        )
+        .bind(now)
+        .bind(message)
+        .bind(batch.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let (code, status) = status_in_tx(&mut tx, batch).await?;
+            return Err(Error::BatchState {
+                code,
+                status,
+                operation: "interrupt it (only an active batch can be interrupted)",
+            });
+        }
+        let progress = super::batches::progress_in_tx(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(progress)
+    }
+
+    /// A batch's interruptions, oldest first.
+    pub async fn interruptions(&self, batch: BatchId) -> Result<Vec<Interruption>> {
+        let rows = sqlx::query(
+            "SELECT reason, message, stats, created_at FROM batch_interruption WHERE batch_id = ? ORDER BY id",
+        )
+        .bind(batch.0)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let reason: InterruptionReason = row.try_get::<&str, _>(0)?.parse()?;
+                let stats: &str = row.try_get(2)?;
+                Ok(Interruption {
+                    batch_id: batch,
+                    reason,
+                    message: row.try_get(1)?,
+                    stats: serde_json::from_str(stats).map_err(|source| Error::Json {
+                        what: "interruption stats",
+                        source,
+                    })?,
+                    at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_binds_exactly_its_parameters() {
+        let mut program = Program::transaction();
+        push_check(&mut program, &[1, 2], false, "{}", 5).unwrap();
+    }
+}
