@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tem_core::{
-    AttemptOutcome, BatchId, BatchStatus, Engine, NewBatch, NewTask, RunReport, TaskContext, TaskError,
-    TaskFilter, TaskStatus, WorkerOptions,
+    AttemptOutcome, BatchId, BatchStatus, Engine, InterruptionCriteria, InterruptionReason, NewBatch,
+    NewTask, RunReport, TaskContext, TaskError, TaskFilter, TaskStatus, WorkerOptions,
 };
 use tem_e2e::recorder;
 use tokio::process::{Child, Command};
@@ -200,4 +200,47 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
         assert_eq!(finished.attempt, 2);
         assert_eq!(finished.result_as::<i64>().unwrap(), Some(task.id.0));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_crossing_a_limit_together_log_one_interruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tem.db").display());
+    let engine = Engine::open(&db).await.unwrap();
+    let criteria = InterruptionCriteria {
+        max_failed_tasks: Some(5),
+        ..Default::default()
+    };
+    let batch = engine
+        .create_batch(NewBatch::new("doomed", "e2e").criteria(criteria))
+        .await
+        .unwrap();
+    engine
+        .enqueue(batch.id, (0..2000u64).map(|i| NewTask::new("call", &i).unwrap()))
+        .await
+        .unwrap();
+    let (_calls, url) = recorder::start().await;
+    let envs = [
+        ("TEM_FIXTURE_WORKERS", "2"),
+        ("TEM_FIXTURE_CONCURRENCY", "8"),
+        ("TEM_FIXTURE_FAIL", "1"),
+    ];
+    let (a, b) = tokio::join!(
+        report_of(worker_process(&db, &url, &envs)),
+        report_of(worker_process(&db, &url, &envs))
+    );
+
+    let batch = engine.batch(batch.id).await.unwrap();
+    assert_eq!(batch.status, BatchStatus::Interrupted);
+    let log = engine.interruptions(batch.id).await.unwrap();
+    assert_eq!(
+        log.len(),
+        1,
+        "exactly one interruption however many workers saw it: {log:?}"
+    );
+    assert_eq!(log[0].reason, InterruptionReason::FailedTasksExceeded);
+    // Both processes stopped early: only what was in flight when it tripped ran to the end.
+    assert!(a.failed + b.failed < 100, "{} tasks failed", a.failed + b.failed);
+    assert_eq!(batch.stats.running, 0);
+    assert_eq!(batch.stats.failed as u64, a.failed + b.failed);
 }

@@ -3,6 +3,7 @@
 //! - `TEM_FIXTURE_DB`: database URL; `TEM_FIXTURE_RECORDER`: recorder base URL
 //! - `TEM_FIXTURE_WORKERS` (default 1) workers, each `TEM_FIXTURE_CONCURRENCY` (default 4) wide
 //! - `TEM_FIXTURE_LEASE_MS` (default 30000), `TEM_FIXTURE_SLEEP_MS` per call (default 0)
+//! - `TEM_FIXTURE_FAIL=1`: every task fails (non-retryable) after its calls
 //!
 //! Each task calls `/start/{id}`, sleeps, calls `/end/{id}`. The process runs until no work is
 //! left, then prints its report as JSON.
@@ -26,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency = env_or("TEM_FIXTURE_CONCURRENCY", 4) as usize;
     let lease = Duration::from_millis(env_or("TEM_FIXTURE_LEASE_MS", 30_000));
     let sleep = Duration::from_millis(env_or("TEM_FIXTURE_SLEEP_MS", 0));
+    let fail = env_or("TEM_FIXTURE_FAIL", 0) == 1;
 
     let engine = Engine::open(&db).await?;
     let client = reqwest::Client::new();
@@ -55,6 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     send("start".into()).await?;
                     tokio::time::sleep(sleep).await;
                     send("end".into()).await?;
+                    if fail {
+                        return Err(TaskError::non_retryable("the fixture fails every task"));
+                    }
                     Ok::<_, TaskError>(id.0)
                 }
             });

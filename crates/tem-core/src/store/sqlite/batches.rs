@@ -24,7 +24,11 @@ const STATS_COLUMNS: &str = "status, total, pending, running, completed, failed,
 impl SqliteStore {
     pub async fn create_batch(&self, new: &NewBatch) -> Result<Batch> {
         let metadata = json_text(&new.metadata, "batch metadata")?;
-        let criteria = json_text(&new.criteria, "interruption criteria")?;
+        // No criteria and empty criteria are the same thing; NULL lets the check skip the batch.
+        let criteria = json_text(
+            &new.criteria.as_ref().filter(|c| !c.is_empty()),
+            "interruption criteria",
+        )?;
         let retry = json_text(&new.retry, "retry policy")?;
         let inserted = sqlx::query(
             "INSERT INTO batch (code, type, metadata, interruption_criteria, retry_policy, created_at) \

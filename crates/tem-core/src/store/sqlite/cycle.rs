@@ -42,7 +42,7 @@ impl SqliteStore {
                 &mut program,
                 &outcome_batches,
                 input.check_all,
-                &self.criteria_defaults,
+                self.criteria_defaults.as_deref(),
                 now,
             )?)
         } else {

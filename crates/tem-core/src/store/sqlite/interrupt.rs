@@ -36,7 +36,8 @@ const CHECK: &str = "\
             coalesce(b.interruption_criteria ->> 'max_batch_runtime_ms', \
                      p.defaults ->> 'max_batch_runtime_ms') AS max_runtime \
         FROM batch AS b CROSS JOIN p \
-        WHERE b.status = 'active' AND (p.everything OR b.id IN (SELECT value FROM json_each(p.ids)))), \
+        WHERE b.status = 'active' AND (p.everything OR b.id IN (SELECT value FROM json_each(p.ids))) \
+          AND (p.defaults IS NOT NULL OR b.interruption_criteria IS NOT NULL)), \
     v AS ( \
         SELECT id, CASE \
             WHEN failed > max_failed THEN 'failed_tasks_exceeded' \
@@ -65,12 +66,13 @@ const CHECK: &str = "\
     RETURNING batch.id";
 
 /// Adds the criteria check for the batches in `ids` (every active batch when `everything`) to a
-/// program. `defaults` is the engine's criteria as JSON; a batch's own keys win.
+/// program. `defaults` is the engine's criteria as JSON (`None` when it has none, so batches
+/// without criteria of their own cost nothing); a batch's own keys win.
 pub(super) fn push_check(
     program: &mut Program,
     ids: &[i64],
     everything: bool,
-    defaults: &str,
+    defaults: Option<&str>,
     now: Millis,
 ) -> Result<usize> {
     let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
@@ -80,7 +82,7 @@ pub(super) fn push_check(
             now.into(),
             everything.into(),
             ids.into(),
-            defaults.to_owned().into(),
+            defaults.map(str::to_owned).into(),
         ],
     )
 }
@@ -147,6 +149,6 @@ mod tests {
     #[test]
     fn the_check_binds_exactly_its_parameters() {
         let mut program = Program::transaction();
-        push_check(&mut program, &[1, 2], false, "{}", 5).unwrap();
+        push_check(&mut program, &[1, 2], false, Some("{}"), 5).unwrap();
     }
 }

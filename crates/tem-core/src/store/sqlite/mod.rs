@@ -34,8 +34,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub(crate) struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
-    /// The engine's default interruption criteria, as JSON for the check in every commit.
-    criteria_defaults: std::sync::Arc<str>,
+    /// The engine's default interruption criteria, as JSON for the check in every commit
+    /// (`None` when it has none).
+    criteria_defaults: Option<std::sync::Arc<str>>,
 }
 
 impl SqliteStore {
@@ -84,12 +85,15 @@ impl SqliteStore {
         } else {
             write.clone()
         };
-        let criteria_defaults = serde_json::to_string(&options.criteria)
-            .map_err(|source| Error::Json {
+        let criteria_defaults = if options.criteria.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_string(&options.criteria).map_err(|source| Error::Json {
                 what: "interruption criteria",
                 source,
-            })?
-            .into();
+            })?;
+            Some(json.into())
+        };
         Ok(SqliteStore {
             write,
             read,
