@@ -1,1 +1,30 @@
-//! mock-server
+//! # mock-server: the APIs to test batch jobs against
+//!
+//! An HTTP API simulator in the shape of `@qianxude/tem`'s mock server — per-service
+//! concurrency caps (503), rate limits (429, token bucket, fixed or sliding window, with
+//! `Retry-After` and `X-RateLimit-*`), a weighted budget, random errors with their configured
+//! status, latency — with exact statistics so a test can prove a client never went over a
+//! limit; and a mock of the Teraslice cluster REST API.
+//!
+//! Map: [`MockServer`] starts either in-process ([`server`]); [`config`] is a service's
+//! configuration and its validation; [`service`] is what happens to one request; [`limit`]
+//! holds the rate-limit algorithms; [`stats`] the counters; [`routes`] the simulator's HTTP
+//! surface; [`client`] a typed client; [`teraslice`] the cluster mock.
+
+pub mod client;
+pub mod config;
+mod error;
+mod limit;
+pub mod routes;
+pub mod server;
+pub mod service;
+pub mod stats;
+pub mod teraslice;
+
+pub use client::MockClient;
+pub use config::{Algorithm, Budget, ConfigError, ErrorSimulation, Headers, RateLimit, ServiceConfig};
+pub use error::Error;
+pub use routes::{DEFAULT_SERVICE, Mode};
+pub use server::{MockServer, MockServerBuilder, ServerState};
+pub use stats::Stats;
+pub use teraslice::{Clock, ManualClock, TerasliceOptions};

@@ -1,0 +1,198 @@
+//! The simulator's HTTP routes, in the original's order and with its JSON error bodies:
+//!
+//! | route | single mode | multi mode |
+//! |---|---|---|
+//! | `POST /shutdown` | 200, then the server stops gracefully | same |
+//! | `POST /service/{name}` | 400 `single_mode_no_create` | create or replace (201) |
+//! | `DELETE /service/{name}` | 400 `single_mode_no_create` | 200, or 404 `service_not_found` |
+//! | `GET /service/{name}/stats` | the service's stats | same, or 404 `service_not_found` |
+//! | `GET`/`POST /mock/{name…}` | 400 `invalid_params` | call the service |
+//! | `GET`/`POST /` | call the default service | 400 `invalid_params` |
+//! | `GET /stats` | the default service's stats | every service's stats |
+//! | anything else | 404 `not_found` | same |
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, ServiceConfig};
+use crate::service::{Service, SharedService};
+
+/// Whether one default service answers at `/`, or named services at `/mock/{name}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Single,
+    #[default]
+    Multi,
+}
+
+/// The name of single mode's service.
+pub const DEFAULT_SERVICE: &str = "default";
+
+/// What the routes share.
+#[derive(Debug)]
+pub(crate) struct Simulator {
+    pub mode: Mode,
+    pub services: RwLock<HashMap<String, SharedService>>,
+    pub shutdown: CancellationToken,
+}
+
+impl Simulator {
+    pub fn service(&self, name: &str) -> Option<SharedService> {
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn put(&self, name: &str, config: ServiceConfig) -> bool {
+        let service = Arc::new(Service::new(name, config));
+        self.services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), service)
+            .is_some()
+    }
+
+    pub fn remove(&self, name: &str) -> bool {
+        self.services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some()
+    }
+}
+
+/// The simulator's routes.
+pub(crate) fn router(simulator: Arc<Simulator>) -> Router {
+    Router::new()
+        .route("/shutdown", post(shutdown))
+        .route("/service/", post(empty_name).delete(empty_name))
+        .route("/service/{name}", post(create).delete(delete))
+        .route("/service/{name}/stats", get(service_stats))
+        .route("/mock/{*name}", get(call_named).post(call_named))
+        .route("/", get(call_default).post(call_default))
+        .route("/stats", get(stats))
+        .with_state(simulator)
+}
+
+/// 404 `not_found` for every unknown route and method, as the original.
+pub(crate) async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found")
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (status, axum::Json(json!({ "error": code }))).into_response()
+}
+
+fn invalid(error: ConfigError) -> Response {
+    let body = json!({ "error": "invalid_params", "field": error.field, "message": error.message });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+async fn shutdown(State(sim): State<Arc<Simulator>>) -> Response {
+    // Graceful: the server stops accepting and finishes what is in flight (this answer too).
+    sim.shutdown.cancel();
+    (StatusCode::OK, axum::Json(json!({ "status": "shutting_down" }))).into_response()
+}
+
+async fn empty_name() -> Response {
+    invalid(ConfigError {
+        field: "name".to_owned(),
+        message: "the service name must not be empty".to_owned(),
+    })
+}
+
+async fn create(State(sim): State<Arc<Simulator>>, Path(name): Path<String>, body: Bytes) -> Response {
+    if sim.mode == Mode::Single {
+        return error(StatusCode::BAD_REQUEST, "single_mode_no_create");
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return invalid(ConfigError {
+                field: "(body)".to_owned(),
+                message: format!("is not valid JSON: {e}"),
+            });
+        }
+    };
+    let config = match ServiceConfig::from_json(&value) {
+        Ok(config) => config,
+        Err(e) => return invalid(e),
+    };
+    let replaced = sim.put(&name, config);
+    let body = json!({ "service": name, "status": "created", "replaced": replaced });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+async fn delete(State(sim): State<Arc<Simulator>>, Path(name): Path<String>) -> Response {
+    if sim.mode == Mode::Single {
+        return error(StatusCode::BAD_REQUEST, "single_mode_no_create");
+    }
+    if sim.remove(&name) {
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "service": name, "status": "deleted" })),
+        )
+            .into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "service_not_found")
+    }
+}
+
+async fn service_stats(State(sim): State<Arc<Simulator>>, Path(name): Path<String>) -> Response {
+    match sim.service(&name) {
+        Some(service) => axum::Json(service.stats()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "service_not_found"),
+    }
+}
+
+async fn call_named(
+    State(sim): State<Arc<Simulator>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if sim.mode == Mode::Single {
+        return error(StatusCode::BAD_REQUEST, "invalid_params");
+    }
+    match sim.service(&name) {
+        Some(service) => service.call(&headers, &body).await,
+        None => error(StatusCode::NOT_FOUND, "service_not_found"),
+    }
+}
+
+async fn call_default(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes) -> Response {
+    if sim.mode == Mode::Multi {
+        return error(StatusCode::BAD_REQUEST, "invalid_params");
+    }
+    match sim.service(DEFAULT_SERVICE) {
+        Some(service) => service.call(&headers, &body).await,
+        None => error(StatusCode::NOT_FOUND, "service_not_found"),
+    }
+}
+
+async fn stats(State(sim): State<Arc<Simulator>>) -> Response {
+    if sim.mode == Mode::Single {
+        return match sim.service(DEFAULT_SERVICE) {
+            Some(service) => axum::Json(service.stats()).into_response(),
+            None => error(StatusCode::NOT_FOUND, "service_not_found"),
+        };
+    }
+    let services = sim.services.read().unwrap_or_else(|e| e.into_inner());
+    let all: HashMap<&str, _> = services
+        .iter()
+        .map(|(name, s)| (name.as_str(), s.stats()))
+        .collect();
+    axum::Json(all).into_response()
+}

@@ -1,0 +1,134 @@
+//! What a service saw, exactly: requests by status, peak concurrency, and the most requests
+//! (and budget) it accepted in any window of its rate-limit length — so a test can prove a
+//! client never went over the limit.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// A service's statistics, as `GET /service/{name}/stats` returns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub service: String,
+    /// Every request the service answered.
+    pub requests: u64,
+    /// Answers by HTTP status (`"200"`, `"429"`, `"503"`…).
+    pub by_status: BTreeMap<String, u64>,
+    /// Most requests in flight at once.
+    pub peak_concurrency: u64,
+    /// Most requests accepted (past the concurrency and rate checks) in any window of
+    /// `windowMs`.
+    pub max_accepted_in_window: u64,
+    /// The rate-limit window that figure is measured over.
+    pub window_ms: u64,
+    /// The configured limit per window, for comparison.
+    pub limit: u64,
+    /// Most budget spent in any budget window, when the service has a budget.
+    pub max_spent_in_budget_window: Option<u64>,
+}
+
+/// A sliding log that remembers the largest sum it ever held within one window.
+#[derive(Debug)]
+struct PeakWindow {
+    window: Duration,
+    log: VecDeque<(Instant, u64)>,
+    sum: u64,
+    peak: u64,
+}
+
+impl PeakWindow {
+    fn new(window: Duration) -> Self {
+        PeakWindow {
+            window,
+            log: VecDeque::new(),
+            sum: 0,
+            peak: 0,
+        }
+    }
+
+    /// Adds `amount` at `now`. The peak over all windows is reached by a window ending at some
+    /// event, so checking at every event is exact.
+    fn add(&mut self, now: Instant, amount: u64) {
+        while let Some(&(at, n)) = self.log.front() {
+            if at + self.window > now {
+                break;
+            }
+            self.log.pop_front();
+            self.sum -= n;
+        }
+        self.log.push_back((now, amount));
+        self.sum += amount;
+        self.peak = self.peak.max(self.sum);
+    }
+}
+
+/// The counters behind [`Stats`].
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    service: String,
+    limit: u64,
+    requests: u64,
+    by_status: BTreeMap<u16, u64>,
+    peak_concurrency: u64,
+    accepted: PeakWindow,
+    spent: Option<PeakWindow>,
+}
+
+impl Recorder {
+    pub fn new(service: &str, limit: u64, window: Duration, budget_window: Option<Duration>) -> Self {
+        Recorder {
+            service: service.to_owned(),
+            limit,
+            requests: 0,
+            by_status: BTreeMap::new(),
+            peak_concurrency: 0,
+            accepted: PeakWindow::new(window),
+            spent: budget_window.map(PeakWindow::new),
+        }
+    }
+
+    pub fn answered(&mut self, status: u16) {
+        self.requests += 1;
+        *self.by_status.entry(status).or_default() += 1;
+    }
+
+    pub fn accepted(&mut self, now: Instant, in_flight: u64, cost: u64) {
+        self.peak_concurrency = self.peak_concurrency.max(in_flight);
+        self.accepted.add(now, 1);
+        if let Some(spent) = &mut self.spent {
+            spent.add(now, cost);
+        }
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            service: self.service.clone(),
+            requests: self.requests,
+            by_status: self.by_status.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            peak_concurrency: self.peak_concurrency,
+            max_accepted_in_window: self.accepted.peak,
+            window_ms: u64::try_from(self.accepted.window.as_millis()).unwrap_or(u64::MAX),
+            limit: self.limit,
+            max_spent_in_budget_window: self.spent.as_ref().map(|s| s.peak),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_is_the_busiest_window() {
+        let t0 = Instant::now();
+        let mut w = PeakWindow::new(Duration::from_millis(100));
+        for ms in [0, 10, 20, 150, 160, 170, 180, 199, 260] {
+            w.add(t0 + Duration::from_millis(ms), 1);
+        }
+        // 150..249 holds five.
+        assert_eq!(w.peak, 5);
+    }
+}
