@@ -4,6 +4,16 @@
 
 mod commands;
 
+/// `println!` that does not panic when stdout is closed (a pipe whose reader went away): status
+/// lines are for whoever is watching, and nobody watching is not an error.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run a 10,000-task batch against a simulated rate-limited, flaky API and print the report.
     Demo(commands::demo::Args),
+    /// Serve an HTTP API simulator (rate limits, concurrency caps, errors) or a Teraslice mock.
+    MockServer(commands::mock_server::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +54,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::MockServer(args) => commands::mock_server::run(args).await,
         }
     });
     match result {

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::say;
 use rand::Rng;
 use tem_core::limit::Quota;
 use tem_core::{
@@ -53,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     engine.enqueue(batch.id, tasks).await?;
-    println!(
+    say!(
         "enqueued {} tasks into {} in {:.0} ms; calling a simulated API at up to {}/s with {} concurrent calls",
         args.tasks,
         args.db.display(),
@@ -69,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if last.elapsed() >= Duration::from_secs(1) || p.status != BatchStatus::Active {
                 last = Instant::now();
                 let s = p.stats;
-                println!(
+                say!(
                     "  {:>6} done  {:>5} failed  {:>5} retried  {:>5} rate-limited  {:>6} left",
                     s.completed,
                     s.failed,
@@ -103,22 +105,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let batch = engine.batch(batch.id).await?;
     let s = batch.stats;
-    println!();
-    println!("batch `{}`: {}", batch.code, batch.status);
-    println!(
+    say!("");
+    say!("batch `{}`: {}", batch.code, batch.status);
+    say!(
         "  tasks       {} completed, {} failed of {}",
-        s.completed, s.failed, s.total
+        s.completed,
+        s.failed,
+        s.total
     );
-    println!(
+    say!(
         "  attempts    {} retried ({} rate-limited, {} overloaded, {} timed out)",
-        s.retried, s.rate_limited, s.overloaded, s.timed_out
+        s.retried,
+        s.rate_limited,
+        s.overloaded,
+        s.timed_out
     );
-    println!(
+    say!(
         "  time        {:.2} s, {:.0} tasks/s",
         elapsed.as_secs_f64(),
         (report.succeeded + report.failed) as f64 / elapsed.as_secs_f64()
     );
-    println!("  database    {}", args.db.display());
+    say!("  database    {}", args.db.display());
     engine.close().await;
     Ok(if s.failed == 0 {
         ExitCode::SUCCESS

@@ -8,7 +8,7 @@
 //! Routes (also served without the `/v1` prefix, as Teraslice does): `GET /v1`,
 //! `GET /v1/cluster/state`, `GET /v1/cluster/controllers` (alias `/v1/cluster/slicers`),
 //! `GET /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/ex`, `GET /v1/ex/{id}`,
-//! `POST /v1/data/refresh` (mock-only).
+//! `POST /v1/data/refresh` (mock-only); serving alone, also `GET /` and `POST /shutdown`.
 
 mod generate;
 mod lifecycle;
@@ -128,7 +128,7 @@ impl Mock {
 }
 
 /// The mock's routes, under `/v1` and at the root; `GET /` too when it serves alone.
-pub(crate) fn router(options: TerasliceOptions, serve_root: bool, _shutdown: CancellationToken) -> Router {
+pub(crate) fn router(options: TerasliceOptions, serve_root: bool, shutdown: CancellationToken) -> Router {
     let seed = options.seed.unwrap_or_else(rand::random);
     let now = options.clock.now();
     tracing::info!(seed, "teraslice mock: cluster generated");
@@ -153,12 +153,21 @@ pub(crate) fn router(options: TerasliceOptions, serve_root: bool, _shutdown: Can
         .nest("/v1", api.clone())
         .merge(api);
     if serve_root {
-        router = router.route(
-            "/",
-            get(|| async {
-                axum::Json(json!({ "message": "Mock Teraslice API Server", "version": "1.0.0" }))
-            }),
-        );
+        // Serving alone, it also owns the root and the graceful stop.
+        router = router
+            .route(
+                "/",
+                get(|| async {
+                    axum::Json(json!({ "message": "Mock Teraslice API Server", "version": "1.0.0" }))
+                }),
+            )
+            .route(
+                "/shutdown",
+                post(move || async move {
+                    shutdown.cancel();
+                    axum::Json(json!({ "status": "shutting_down" }))
+                }),
+            );
     }
     router
 }
