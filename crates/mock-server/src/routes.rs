@@ -16,8 +16,8 @@ use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -160,24 +160,23 @@ async fn service_stats(State(sim): State<Arc<Simulator>>, Path(name): Path<Strin
 async fn call_named(
     State(sim): State<Arc<Simulator>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     if sim.mode == Mode::Single {
         return error(StatusCode::BAD_REQUEST, "invalid_params");
     }
     match sim.service(&name) {
-        Some(service) => service.call(&headers, &body).await,
+        Some(service) => service.call(request).await,
         None => error(StatusCode::NOT_FOUND, "service_not_found"),
     }
 }
 
-async fn call_default(State(sim): State<Arc<Simulator>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn call_default(State(sim): State<Arc<Simulator>>, request: Request) -> Response {
     if sim.mode == Mode::Multi {
         return error(StatusCode::BAD_REQUEST, "invalid_params");
     }
     match sim.service(DEFAULT_SERVICE) {
-        Some(service) => service.call(&headers, &body).await,
+        Some(service) => service.call(request).await,
         None => error(StatusCode::NOT_FOUND, "service_not_found"),
     }
 }

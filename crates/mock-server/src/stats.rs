@@ -3,6 +3,7 @@
 //! client never went over the limit.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -65,13 +66,40 @@ impl PeakWindow {
     }
 }
 
-/// The counters behind [`Stats`].
+/// Answers by status, counted without a lock (every request updates them).
+#[derive(Debug)]
+pub(crate) struct StatusCounts([AtomicU64; 600]);
+
+impl StatusCounts {
+    pub fn new() -> Self {
+        StatusCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    pub fn count(&self, status: u16) {
+        if let Some(counter) = self.0.get(usize::from(status)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> (u64, BTreeMap<String, u64>) {
+        let mut total = 0;
+        let mut by_status = BTreeMap::new();
+        for (status, counter) in self.0.iter().enumerate() {
+            let n = counter.load(Ordering::Relaxed);
+            if n > 0 {
+                total += n;
+                by_status.insert(status.to_string(), n);
+            }
+        }
+        (total, by_status)
+    }
+}
+
+/// The windowed counters behind [`Stats`] (updated under the service's quota lock).
 #[derive(Debug)]
 pub(crate) struct Recorder {
     service: String,
     limit: u64,
-    requests: u64,
-    by_status: BTreeMap<u16, u64>,
     peak_concurrency: u64,
     accepted: PeakWindow,
     spent: Option<PeakWindow>,
@@ -82,17 +110,10 @@ impl Recorder {
         Recorder {
             service: service.to_owned(),
             limit,
-            requests: 0,
-            by_status: BTreeMap::new(),
             peak_concurrency: 0,
             accepted: PeakWindow::new(window),
             spent: budget_window.map(PeakWindow::new),
         }
-    }
-
-    pub fn answered(&mut self, status: u16) {
-        self.requests += 1;
-        *self.by_status.entry(status).or_default() += 1;
     }
 
     pub fn accepted(&mut self, now: Instant, in_flight: u64, cost: u64) {
@@ -103,11 +124,12 @@ impl Recorder {
         }
     }
 
-    pub fn snapshot(&self) -> Stats {
+    pub fn snapshot(&self, statuses: &StatusCounts) -> Stats {
+        let (requests, by_status) = statuses.snapshot();
         Stats {
             service: self.service.clone(),
-            requests: self.requests,
-            by_status: self.by_status.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            requests,
+            by_status,
             peak_concurrency: self.peak_concurrency,
             max_accepted_in_window: self.accepted.peak,
             window_ms: u64::try_from(self.accepted.window.as_millis()).unwrap_or(u64::MAX),

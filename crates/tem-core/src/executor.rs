@@ -22,7 +22,7 @@ use crate::outcome::{ErrorKind, TaskError};
 use crate::store::{ClaimedTask, KeyPause, Next, OutcomeRow};
 use crate::task::AttemptOutcome;
 use crate::time::{duration_ms, now_ms};
-use crate::worker::Shared;
+use crate::worker::{Claim, Shared};
 
 /// How an attempt ended, before it is turned into a row.
 enum Ending {
@@ -186,7 +186,10 @@ async fn run(
     let (next, outcome, error) = match ending {
         Ending::LeaseLost => {
             tracing::warn!("lease lost while running; another worker owns the task now, outcome dropped");
-            shared.finish(task.id);
+            shared.finish(Claim {
+                task: task.id,
+                token: task.lease_token,
+            });
             return None;
         }
         Ending::Aborted | Ending::AbortedUnstarted => (

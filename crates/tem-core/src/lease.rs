@@ -19,7 +19,9 @@ use crate::worker::Shared;
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn keep(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut renew = tokio::time::interval(shared.options.lease / 3);
+    // Leases were just granted: the first renewal is due a third of a lease from now.
+    let every = shared.options.lease / 3;
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rescue = tokio::time::interval(shared.options.rescue_interval);
     rescue.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -36,19 +38,22 @@ pub(crate) async fn keep(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 async fn renew_once(shared: &Arc<Shared>) {
-    let ids = shared.inflight_ids();
-    if ids.is_empty() {
+    let claims = shared.inflight_claims();
+    if claims.is_empty() {
         return;
     }
     let request = RenewRequest {
         owner: shared.owner.clone(),
-        ids: ids.clone(),
+        ids: claims.iter().map(|claim| claim.task).collect(),
         expires_at: now_ms().saturating_add(duration_ms(shared.options.lease)),
     };
     match shared.engine.committer().renew(request).await {
         Ok(renewed) => {
-            for id in ids.into_iter().filter(|id| !renewed.held.contains(id)) {
-                shared.lease_lost(id);
+            for claim in claims
+                .into_iter()
+                .filter(|claim| !renewed.held.contains(&claim.task))
+            {
+                shared.lease_lost(claim);
             }
             for id in renewed.stopped {
                 shared.task_batch_stopped(id);

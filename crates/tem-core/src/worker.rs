@@ -562,7 +562,7 @@ async fn claim_and_spawn(
         }
         Err(error) if error.is_transient() => {
             refund(&lane, grants);
-            tracing::warn!(%error, "claim failed; retrying after the poll interval");
+            tracing::warn!(%error, "claim failed (transient); retrying after the poll interval");
             lane.mark_idle(Instant::now() + shared.options.poll_interval);
             return Ok(());
         }
@@ -573,6 +573,13 @@ async fn claim_and_spawn(
         lane.mark_idle(Instant::now() + shared.options.poll_interval);
         return Ok(());
     }
+    if claimed.len() > slots.len() {
+        tracing::error!(
+            claimed = claimed.len(),
+            slots = slots.len(),
+            "a claim returned more tasks than it had slots for"
+        );
+    }
     let unused = grants.len().saturating_sub(claimed.len());
     refund(&lane, grants.split_off(grants.len() - unused));
     // Run permits first: the first tasks start now, the rest wait in the buffer.
@@ -582,7 +589,7 @@ async fn claim_and_spawn(
             budget.spend(task.cost);
         }
         let cancel = shared.shutdown.abort.child_token();
-        shared.start(task.id, task.batch_id, cancel.clone());
+        shared.start(&task, cancel.clone());
         let buffered = Buffered {
             lane: lane.clone(),
             task,
@@ -701,8 +708,18 @@ fn host_name() -> String {
         .unwrap_or_else(|| "host".to_owned())
 }
 
+/// One claim of a task: the task and the lease token it was claimed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub task: TaskId,
+    pub token: i64,
+}
+
 #[derive(Debug)]
 struct InFlight {
+    /// The claim's lease token: bookkeeping of an older attempt of the same task must not touch
+    /// this one.
+    token: i64,
     batch: BatchId,
     cancel: CancellationToken,
     /// The outcome is on its way to the database; a renewal that misses it is not a lost lease.
@@ -791,7 +808,11 @@ impl Shared {
     /// Queues an outcome for the group commit; the returned future waits for the commit and
     /// does the bookkeeping.
     pub(crate) fn report(self: &Arc<Self>, row: OutcomeRow) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        self.mark_reporting(row.task_id);
+        let claim = Claim {
+            task: row.task_id,
+            token: row.lease_token,
+        };
+        self.mark_reporting(claim);
         let id = row.task_id;
         let next = row.next.clone();
         let committed = self.engine.committer().outcome(row);
@@ -805,7 +826,7 @@ impl Shared {
                 ),
                 Err(error) => shared.fail(error),
             }
-            shared.finish(id);
+            shared.finish(claim);
         })
     }
 
@@ -842,11 +863,12 @@ impl Shared {
         }
     }
 
-    fn start(&self, id: TaskId, batch: BatchId, cancel: CancellationToken) {
+    fn start(&self, task: &ClaimedTask, cancel: CancellationToken) {
         lock(&self.inflight).insert(
-            id,
+            task.id,
             InFlight {
-                batch,
+                token: task.lease_token,
+                batch: task.batch_id,
                 cancel,
                 reporting: false,
             },
@@ -899,26 +921,47 @@ impl Shared {
                 && lock(&self.stopped_batches).contains(&batch))
     }
 
-    fn mark_reporting(&self, id: TaskId) {
-        if let Some(task) = lock(&self.inflight).get_mut(&id) {
+    fn mark_reporting(&self, claim: Claim) {
+        if let Some(task) = lock(&self.inflight).get_mut(&claim.task)
+            && task.token == claim.token
+        {
             task.reporting = true;
         }
     }
 
-    pub(crate) fn finish(&self, id: TaskId) {
-        lock(&self.inflight).remove(&id);
+    /// The attempt under `claim` is over. A retried task may already be running again here
+    /// under a newer claim; that entry is left alone.
+    pub(crate) fn finish(&self, claim: Claim) {
+        let mut inflight = lock(&self.inflight);
+        if inflight
+            .get(&claim.task)
+            .is_some_and(|task| task.token == claim.token)
+        {
+            inflight.remove(&claim.task);
+        }
     }
 
-    pub(crate) fn inflight_ids(&self) -> Vec<TaskId> {
-        lock(&self.inflight).keys().copied().collect()
+    /// Every claim this worker holds (running, claimed ahead, or reporting).
+    pub(crate) fn inflight_claims(&self) -> Vec<Claim> {
+        lock(&self.inflight)
+            .iter()
+            .map(|(id, task)| Claim {
+                task: *id,
+                token: task.token,
+            })
+            .collect()
     }
 
     fn inflight_is_empty(&self) -> bool {
         lock(&self.inflight).is_empty()
     }
 
-    pub(crate) fn lease_lost(&self, id: TaskId) {
+    /// A renewal for `claim` found the task no longer leased to this worker. If the task runs
+    /// here again under a newer claim (a retry claimed in the same commit), that is not a loss.
+    pub(crate) fn lease_lost(&self, claim: Claim) {
+        let id = claim.task;
         if let Some(task) = lock(&self.inflight).get(&id)
+            && task.token == claim.token
             && !task.reporting
         {
             tracing::warn!(

@@ -423,3 +423,59 @@ async fn cancel_stops_a_batch_without_deleting_anything() {
     assert!(err.to_string().contains("cancelled"), "{err}");
     assert!(engine.resume(batch.id).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_never_mistake_a_retried_task_for_a_lost_one() {
+    // A retry due at once is re-claimed by the same worker in the commit that recorded its
+    // failure; a renewal in flight for the old claim must not cancel the new one.
+    let (_dir, engine) = common::engine().await;
+    let retry = RetryPolicy {
+        max_attempts: 20,
+        base: Duration::ZERO,
+        cap: Duration::ZERO,
+        jitter: Jitter::None,
+    };
+    let batch = engine
+        .create_batch(NewBatch::new("race", "t").retry(retry))
+        .await
+        .unwrap();
+    engine
+        .enqueue(batch.id, (0..40).map(|i| NewTask::new("job", &i).unwrap()))
+        .await
+        .unwrap();
+    let mut options = WorkerOptions::default()
+        .concurrency(4)
+        .batch(batch.id)
+        .lease(Duration::from_millis(300));
+    options.rescue_interval = Duration::from_millis(100);
+    engine
+        .worker(options)
+        .handle("job", |_: u32, ctx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if ctx.attempt < 10 {
+                Err(TaskError::retryable("again"))
+            } else {
+                Ok(ctx.attempt)
+            }
+        })
+        .run_until_idle()
+        .await
+        .unwrap();
+    let stats = engine.stats(batch.id).await.unwrap();
+    assert_eq!(
+        (stats.completed, stats.lost),
+        (40, 0),
+        "no attempt was lost or rescued"
+    );
+    let tasks = engine
+        .tasks(&TaskFilter {
+            batch: Some(batch.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        tasks.iter().all(|t| t.attempt == 10),
+        "every task took exactly ten attempts"
+    );
+}

@@ -1,6 +1,8 @@
 //! Benchmarks. Each prints a human table by default and one JSON object per case with `--json`.
 
 mod engine;
+mod load;
+mod mock;
 
 use clap::Subcommand;
 
@@ -8,11 +10,14 @@ use clap::Subcommand;
 pub enum Bench {
     /// Enqueue and run a batch on an on-disk SQLite file: no-op and 5 ms handlers.
     Engine(engine::Args),
+    /// Requests/s of `tem mock-server` (and of the original Bun mock, given a checkout).
+    Mock(mock::Args),
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Engine(args) => engine::run(args).await,
+        Bench::Mock(args) => mock::run(args).await,
     }
 }
 

@@ -15,6 +15,11 @@ pub async fn engine() -> (TempDir, Engine) {
 }
 
 pub async fn engine_with(options: EngineOptions) -> (TempDir, Engine) {
+    // Logs when RUST_LOG asks for them (e.g. RUST_LOG=tem_core=debug), silent otherwise.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().expect("temp dir");
     let url = db_url(&dir);
     let engine = Engine::open_with(&url, options).await.expect("open engine");
