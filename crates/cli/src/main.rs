@@ -3,6 +3,12 @@
 //! by the library crates.
 
 mod commands;
+mod config;
+mod plan;
+mod progress;
+mod report_view;
+mod run;
+mod usage;
 
 /// `println!` that does not panic when stdout is closed (a pipe whose reader went away): status
 /// lines are for whoever is watching, and nobody watching is not an error.
@@ -32,7 +38,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a 10,000-task batch against a simulated rate-limited, flaky API and print the report.
+    /// Run a JSONL file of HTTP calls durably: limits, retries, resumable after any stop.
+    RunBatch(Box<commands::run_batch::Args>),
+    /// Inspect and steer batches: list, show, tasks, watch, interrupt, resume, cancel, export.
+    Batch(commands::batch::Args),
+    /// Run a 10,000-call batch against a simulated rate-limited, flaky API and print the report.
     Demo(commands::demo::Args),
     /// Serve an HTTP API simulator (rate limits, concurrency caps, errors) or a Teraslice mock.
     MockServer(commands::mock_server::Args),
@@ -53,7 +63,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo(args) => commands::demo::run(args).await,
+            Command::RunBatch(args) => commands::run_batch::run_command(*args).await,
+            Command::Batch(args) => commands::batch::run(args).await,
+            Command::Demo(args) => commands::demo::run_command(args).await,
             Command::MockServer(args) => commands::mock_server::run(args).await,
         }
     });
@@ -61,7 +73,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if usage::is_usage(&error) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -162,6 +162,9 @@ pub struct BatchStats {
     pub lost: i64,
     /// Terminal task failures since the last task success.
     pub consecutive_failures: i64,
+    /// Tasks waiting for another attempt after a failed one.
+    #[serde(default)]
+    pub retrying: i64,
 }
 
 impl BatchStats {

@@ -144,6 +144,27 @@ impl Engine {
         batch: BatchId,
         tasks: impl IntoIterator<Item = NewTask>,
     ) -> Result<Vec<TaskId>> {
+        self.enqueue_checked(batch, None, tasks).await
+    }
+
+    /// [`Engine::enqueue`], but only while the batch holds exactly `expected_total` tasks
+    /// (else [`Error::TotalChanged`]): resuming an interrupted load from two processes at once
+    /// cannot add the same lines twice.
+    pub async fn enqueue_at(
+        &self,
+        batch: BatchId,
+        expected_total: i64,
+        tasks: impl IntoIterator<Item = NewTask>,
+    ) -> Result<Vec<TaskId>> {
+        self.enqueue_checked(batch, Some(expected_total), tasks).await
+    }
+
+    async fn enqueue_checked(
+        &self,
+        batch: BatchId,
+        expect_total: Option<i64>,
+        tasks: impl IntoIterator<Item = NewTask>,
+    ) -> Result<Vec<TaskId>> {
         let tasks: Vec<NewTask> = tasks.into_iter().collect();
         for task in &tasks {
             if task.kind.trim().is_empty() {
@@ -154,7 +175,11 @@ impl Engine {
             }
         }
         let max_attempts = self.max_attempts_for(batch).await?;
-        let (ids, progress) = self.inner.store.enqueue(batch, &tasks, max_attempts).await?;
+        let (ids, progress) = self
+            .inner
+            .store
+            .enqueue(batch, &tasks, max_attempts, expect_total)
+            .await?;
         let _ = self.inner.events.send(Event::Progress(progress));
         self.inner.wake.notify_waiters();
         Ok(ids)

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("database `{0}` does not exist")]
     DatabaseMissing(String),
 
+    /// The file is a database, but not one the engine made.
+    #[error("`{0}` is not a tem database (it has no tem schema)")]
+    NotTemDatabase(String),
+
     /// No batch has this code or id.
     #[error("batch `{0}` not found")]
     BatchNotFound(String),
@@ -36,6 +40,10 @@ pub enum Error {
         status: BatchStatus,
         operation: &'static str,
     },
+
+    /// Another process enqueued into the batch since its task count was read.
+    #[error("batch `{code}` has {found} tasks, expected {expected}: another process is adding to it")]
+    TotalChanged { code: String, expected: i64, found: i64 },
 
     /// An argument is out of range or malformed; `field` names it.
     #[error("invalid {field}: {reason}")]
@@ -56,6 +64,10 @@ pub enum Error {
     /// The group commit that carried this request failed.
     #[error("commit failed: {0}")]
     Commit(std::sync::Arc<Error>),
+
+    /// Writing an export failed.
+    #[error("write failed: {0}")]
+    Io(#[source] std::io::Error),
 
     /// The engine's background writer has stopped (the engine was closed or hit a fatal error).
     #[error("the engine is closed")]

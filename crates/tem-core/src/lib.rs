@@ -25,8 +25,9 @@
 //!
 //! Map: [`Engine`] opens a database and manages batches; a [`Worker`] runs them; [`limit`]
 //! holds the rate limiter (GCRA), weighted budget and adaptive concurrency (AIMD); [`outcome`]
-//! turns HTTP responses into typed outcomes; [`resilience`] offers retry, a bounded runner and a
-//! semaphore on their own. Timestamps are integer milliseconds since the Unix epoch (UTC).
+//! turns HTTP responses into typed outcomes; [`http`] runs batches of HTTP calls from JSONL
+//! input; [`BatchReport`] says what happened in a batch; [`resilience`] offers retry, a bounded
+//! runner and a semaphore on their own. Timestamps are integer milliseconds since the Unix epoch (UTC).
 
 mod batch;
 mod committer;
@@ -35,11 +36,13 @@ mod error;
 mod events;
 mod executor;
 mod handler;
+pub mod http;
 mod interrupt;
 mod lane;
 mod lease;
 pub mod limit;
 pub mod outcome;
+mod report;
 pub mod resilience;
 mod retry;
 mod store;
@@ -57,6 +60,7 @@ pub use handler::{Handler, HandlerFuture, TaskContext, typed};
 pub use interrupt::{DEFAULT_MIN_SAMPLE, InterruptionCriteria};
 pub use lane::Limits;
 pub use outcome::{ErrorKind, TaskError, Verdict, classify};
+pub use report::{BatchReport, DEFAULT_TOP_ERRORS, ErrorGroup, RetryAnalysis, Spread, StuckTask, Timing};
 pub use retry::{Jitter, RetryPolicy};
 pub use store::KeyPause;
 pub use task::{Attempt, AttemptOutcome, NewTask, Task, TaskFilter, TaskId, TaskStatus};

@@ -1,172 +1,125 @@
-//! `tem demo`: the whole engine in one command on a fresh machine. A 10,000-task batch goes into
-//! a fresh SQLite file and runs against a simulated API that is slow, flaky and overloaded past a
-//! capacity, paced by a rate limit, then the report is printed.
+//! `tem demo`: the whole tool in one command on a fresh machine. It starts the mock server in
+//! this process with a rate-limited, flaky, capacity-capped service, runs a 10,000-call batch
+//! against it into a fresh SQLite file exactly as `tem run-batch` would (progress bar, retries,
+//! adaptive concurrency, the report), then shows what the API saw.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use mock_server::{Algorithm, ErrorSimulation, MockServer, ServiceConfig};
+use tem_core::http::InputSource;
 
+use crate::config::{self, RunConfig};
+use crate::plan::RunPlan;
+use crate::run::{RunRequest, run};
 use crate::say;
-use rand::Rng;
-use tem_core::limit::Quota;
-use tem_core::{
-    BatchStatus, Engine, Event, Jitter, Limits, NewBatch, NewTask, RetryPolicy, TaskError, WorkerOptions,
-};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Tasks in the batch.
+    /// Calls in the batch.
     #[arg(long, default_value_t = 10_000)]
     tasks: u64,
-    /// Concurrent calls.
+    /// Calls in flight at most; above the API's capacity of 48, so adaptive concurrency has
+    /// something to find.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Calls per second the simulated API allows (the engine paces itself to it).
+    /// Calls per second the simulated API allows; the run paces itself to 95% of it.
     #[arg(long, default_value_t = 2_000)]
-    rate: u32,
+    api_rate: u64,
     /// Database file; replaced if it exists.
     #[arg(long, default_value = "tem-demo.db")]
     db: PathBuf,
+    /// Print only the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Calls the simulated API serves at once; beyond that it answers 503.
+const API_CAPACITY: u64 = 48;
+
+pub async fn run_command(args: Args) -> anyhow::Result<ExitCode> {
+    if args.tasks == 0 || args.api_rate < 2 {
+        crate::usage!("--tasks must be at least 1 and --api-rate at least 2");
+    }
     for suffix in ["", "-wal", "-shm"] {
         let path = PathBuf::from(format!("{}{suffix}", args.db.display()));
         if path.exists() {
             std::fs::remove_file(&path).with_context(|| format!("removing the old {}", path.display()))?;
         }
     }
-    let engine = Engine::open(&args.db.display().to_string()).await?;
-    let retry = RetryPolicy {
-        max_attempts: 5,
-        base: Duration::from_millis(50),
-        cap: Duration::from_secs(2),
-        jitter: Jitter::Full,
-    };
-    let batch = engine
-        .create_batch(NewBatch::new("demo", "simulated-api").retry(retry))
-        .await?;
-    let tasks = (0..args.tasks)
-        .map(|i| NewTask::new("call", &serde_json::json!({ "company": format!("company-{i}") })))
-        .collect::<Result<Vec<_>, _>>()?;
-    let started = Instant::now();
-    engine.enqueue(batch.id, tasks).await?;
-    say!(
-        "enqueued {} tasks into {} in {:.0} ms; calling a simulated API at up to {}/s with {} concurrent calls",
-        args.tasks,
-        args.db.display(),
-        started.elapsed().as_secs_f64() * 1000.0,
-        args.rate,
-        args.concurrency
-    );
 
-    let mut events = engine.events();
-    let progress = tokio::spawn(async move {
-        let mut last = Instant::now();
-        while let Ok(Event::Progress(p)) = events.recv().await {
-            if last.elapsed() >= Duration::from_secs(1) || p.status != BatchStatus::Active {
-                last = Instant::now();
-                let s = p.stats;
-                say!(
-                    "  {:>6} done  {:>5} failed  {:>5} retried  {:>5} rate-limited  {:>6} left",
-                    s.completed,
-                    s.failed,
-                    s.retried,
-                    s.rate_limited,
-                    s.pending + s.running
-                );
-            }
-            if p.status != BatchStatus::Active {
-                break;
-            }
-        }
+    let mut service = ServiceConfig::new(API_CAPACITY, args.api_rate, 1_000);
+    service.rate_limit.algorithm = Algorithm::SlidingWindow;
+    service.delay_ms = [2, 20];
+    service.error_simulation = Some(ErrorSimulation {
+        rate: 0.03,
+        status_code: 500,
+        error_message: "internal_server_error".into(),
     });
+    let api = MockServer::builder().single(service).bind("127.0.0.1:0").await?;
 
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let run_started = Instant::now();
-    let report = engine
-        .worker(
-            WorkerOptions::default()
-                .concurrency(args.concurrency)
-                .batch(batch.id),
-        )
-        .limit("call", Limits::rate(Quota::per_second(args.rate)?))
-        .handle("call", move |payload: serde_json::Value, _ctx| {
-            simulated_api(payload, in_flight.clone())
-        })
-        .run_until_idle()
-        .await?;
-    let elapsed = run_started.elapsed();
-    let _ = progress.await;
-
-    let batch = engine.batch(batch.id).await?;
-    let s = batch.stats;
-    say!("");
-    say!("batch `{}`: {}", batch.code, batch.status);
-    say!(
-        "  tasks       {} completed, {} failed of {}",
-        s.completed,
-        s.failed,
-        s.total
-    );
-    say!(
-        "  attempts    {} retried ({} rate-limited, {} overloaded, {} timed out)",
-        s.retried,
-        s.rate_limited,
-        s.overloaded,
-        s.timed_out
-    );
-    say!(
-        "  time        {:.2} s, {:.0} tasks/s",
-        elapsed.as_secs_f64(),
-        (report.succeeded + report.failed) as f64 / elapsed.as_secs_f64()
-    );
-    say!("  database    {}", args.db.display());
-    engine.close().await;
-    Ok(if s.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// Calls the simulated API accepts at once; beyond that it answers 503, as real ones do.
-const API_CAPACITY: usize = 48;
-
-/// A remote API: 2–20 ms per call, 3% transient 500s, and 503 when more than [`API_CAPACITY`]
-/// calls are in flight. The worker starts above that capacity and its adaptive concurrency
-/// (AIMD) finds the level the API accepts.
-async fn simulated_api(
-    payload: serde_json::Value,
-    in_flight: Arc<AtomicUsize>,
-) -> Result<serde_json::Value, TaskError> {
-    let (latency, roll) = {
-        let mut rng = rand::rng();
-        (rng.random_range(2..=20u64), rng.random::<f64>())
+    let input: String = (0..args.tasks)
+        .map(|i| format!("{{\"id\": {i}, \"company\": \"company-{i}\"}}\n"))
+        .collect();
+    let pace = (args.api_rate * 95 / 100).max(1);
+    let settings = RunConfig {
+        base_url: Some(api.url()),
+        method: Some("POST".into()),
+        path: Some("/".into()),
+        db: Some(args.db.clone()),
+        concurrency: Some(args.concurrency),
+        rate: Some(format!("{pace}/s")),
+        max_attempts: Some(5),
+        backoff: Some("50ms".into()),
+        backoff_max: Some("2s".into()),
+        timeout: Some("10s".into()),
+        json: args.json.then_some(true),
+        ..RunConfig::default()
     };
-    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let _leave = scopeguard(&in_flight);
-    if now > API_CAPACITY {
-        return Err(TaskError::overloaded(None).with_status(503));
+    let plan = RunPlan::new(&config::Loaded::only(settings))?;
+    if !args.json {
+        say!(
+            "a simulated API at {}: {} calls/s (sliding window), {API_CAPACITY} at once (503 above), \
+             2–20 ms per call, 3% random 500s",
+            api.url(),
+            args.api_rate
+        );
+        say!(
+            "running {} calls into {} at up to {pace}/s with {} in flight (adaptive)\n",
+            args.tasks,
+            args.db.display(),
+            args.concurrency
+        );
     }
-    tokio::time::sleep(Duration::from_millis(latency)).await;
-    if roll < 0.03 {
-        return Err(TaskError::retryable("internal server error").with_status(500));
-    }
-    Ok(serde_json::json!({ "company": payload["company"], "industry": "software" }))
-}
+    let code = run(RunRequest {
+        plan,
+        code: "demo".into(),
+        source: InputSource::Memory {
+            name: "generated demo input".into(),
+            bytes: input.into_bytes().into(),
+        },
+        resume: false,
+    })
+    .await?;
 
-/// Decrements the in-flight count when the call ends, however it ends.
-fn scopeguard(count: &Arc<AtomicUsize>) -> impl Drop + use<> {
-    struct Leave(Arc<AtomicUsize>);
-    impl Drop for Leave {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
+    if let Some(stats) = api.stats(mock_server::DEFAULT_SERVICE)
+        && !args.json
+    {
+        let statuses: Vec<String> = stats.by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        say!("what the API saw");
+        say!("  requests     {} ({})", stats.requests, statuses.join(", "));
+        say!(
+            "  busiest 1 s  {} accepted (its limit: {})",
+            stats.max_accepted_in_window,
+            stats.limit
+        );
+        say!(
+            "  peak         {} calls at once (its capacity: {API_CAPACITY})",
+            stats.peak_concurrency
+        );
+        say!("\nlook closer: tem batch show demo --db {}", args.db.display());
     }
-    Leave(count.clone())
+    api.stop().await?;
+    Ok(code)
 }

@@ -1,4 +1,6 @@
 //! One module per `tem` subcommand.
 
+pub mod batch;
 pub mod demo;
 pub mod mock_server;
+pub mod run_batch;

@@ -97,6 +97,67 @@ impl Quota {
     }
 }
 
+/// `100/s`, `6000/min`, `90000/min`, `5/10s`, `20/500ms`, `1000/h`: a count per period.
+impl std::str::FromStr for Quota {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |reason: String| Error::invalid("quota", reason);
+        let (count, period) = text.split_once('/').ok_or_else(|| {
+            bad(format!(
+                "`{text}` is not COUNT/PERIOD, e.g. 100/s, 600/min, 5/10s"
+            ))
+        })?;
+        let count: u32 = count
+            .trim()
+            .replace('_', "")
+            .parse()
+            .map_err(|_| bad(format!("`{count}` in `{text}` is not a whole number")))?;
+        let period = parse_period(period.trim()).ok_or_else(|| {
+            bad(format!(
+                "`{period}` in `{text}` is not a period (ms, s, min, h, or e.g. 10s)"
+            ))
+        })?;
+        Quota::new(count, period)
+    }
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.period.as_millis();
+        match ms {
+            1_000 => write!(f, "{}/s", self.count),
+            60_000 => write!(f, "{}/min", self.count),
+            3_600_000 => write!(f, "{}/h", self.count),
+            ms if ms % 1_000 == 0 => write!(f, "{}/{}s", self.count, ms / 1_000),
+            ms => write!(f, "{}/{ms}ms", self.count),
+        }
+    }
+}
+
+/// `s`, `min`, `10s`, `500ms`, `2m`, `h`.
+fn parse_period(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = if number.is_empty() {
+        1.0
+    } else {
+        number.parse().ok()?
+    };
+    let unit_secs = match unit.trim() {
+        "ms" => 0.001,
+        "s" | "sec" | "second" | "seconds" => 1.0,
+        "m" | "min" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3_600.0,
+        "d" | "day" => 86_400.0,
+        _ => return None,
+    };
+    let secs = number * unit_secs;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
 /// The GCRA state: the theoretical arrival time of the next grant.
 #[derive(Debug)]
 pub struct Gcra {
@@ -293,6 +354,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotas_parse_from_what_people_write() {
+        let q = |text: &str| text.parse::<Quota>();
+        assert_eq!(q("100/s").unwrap(), Quota::per_second(100).unwrap());
+        assert_eq!(q("6_000/min").unwrap(), Quota::per_minute(6_000).unwrap());
+        assert_eq!(q("5/10s").unwrap().period, Duration::from_secs(10));
+        assert_eq!(q("20 / 500ms").unwrap().period, Duration::from_millis(500));
+        assert_eq!(q("1000/h").unwrap().to_string(), "1000/h");
+        assert_eq!(q("5/10s").unwrap().to_string(), "5/10s");
+        for bad in ["100", "x/s", "100/fortnight", "0/s", "10/0s", "-1/s"] {
+            assert!(q(bad).is_err(), "{bad} should not parse");
+        }
+    }
 
     fn max_in_window(times: &[Instant], window: Duration) -> usize {
         times

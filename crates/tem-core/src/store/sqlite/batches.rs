@@ -15,11 +15,11 @@ use crate::time::{Millis, now_ms};
 pub(super) const BATCH_COLUMNS: &str = "id, code, type, status, metadata, interruption_criteria, \
     retry_policy, created_at, started_at, finished_at, first_finished_at, last_finished_at, \
     total, pending, running, completed, failed, cancelled, retried, rate_limited, overloaded, \
-    timed_out, lost, consecutive_failures, run_started_at, interrupted_at, interruption_reason, \
-    interruption_message";
+    timed_out, lost, consecutive_failures, retrying, run_started_at, interrupted_at, \
+    interruption_reason, interruption_message";
 
 const STATS_COLUMNS: &str = "status, total, pending, running, completed, failed, cancelled, \
-    retried, rate_limited, overloaded, timed_out, lost, consecutive_failures";
+    retried, rate_limited, overloaded, timed_out, lost, consecutive_failures, retrying";
 
 impl SqliteStore {
     pub async fn create_batch(&self, new: &NewBatch) -> Result<Batch> {
@@ -152,13 +152,13 @@ pub(super) fn batch_from_row(row: &SqliteRow) -> Result<Batch> {
     let id = BatchId(row.try_get(0)?);
     let stats = stats_from_row(row, 12)?;
     let status: BatchStatus = row.try_get::<&str, _>(3)?.parse()?;
-    let interrupted_at: Option<Millis> = row.try_get(25)?;
-    let reason: Option<&str> = row.try_get(26)?;
+    let interrupted_at: Option<Millis> = row.try_get(26)?;
+    let reason: Option<&str> = row.try_get(27)?;
     let interruption = match (status, interrupted_at, reason) {
         (BatchStatus::Interrupted, Some(at), Some(reason)) => Some(Interruption {
             batch_id: id,
             reason: reason.parse()?,
-            message: row.try_get::<Option<String>, _>(27)?.unwrap_or_default(),
+            message: row.try_get::<Option<String>, _>(28)?.unwrap_or_default(),
             stats,
             at,
         }),
@@ -177,13 +177,13 @@ pub(super) fn batch_from_row(row: &SqliteRow) -> Result<Batch> {
         finished_at: row.try_get(9)?,
         first_finished_at: row.try_get(10)?,
         last_finished_at: row.try_get(11)?,
-        run_started_at: row.try_get(24)?,
+        run_started_at: row.try_get(25)?,
         interruption,
         stats,
     })
 }
 
-/// Reads the twelve counters starting at column `at`.
+/// Reads the thirteen counters starting at column `at`.
 pub(super) fn stats_from_row(row: &SqliteRow, at: usize) -> Result<BatchStats> {
     let n = |i: usize| -> Result<i64> { Ok(row.try_get::<i64, _>(at + i)?) };
     Ok(BatchStats {
@@ -199,6 +199,7 @@ pub(super) fn stats_from_row(row: &SqliteRow, at: usize) -> Result<BatchStats> {
         timed_out: n(9)?,
         lost: n(10)?,
         consecutive_failures: n(11)?,
+        retrying: n(12)?,
     })
 }
 

@@ -159,7 +159,7 @@ mod tests {
         let (_dir, store) = store().await;
         let batch = store.create_batch(&NewBatch::new("fence", "t")).await.unwrap();
         store
-            .enqueue(batch.id, &[NewTask::new("t", &1).unwrap()], 3)
+            .enqueue(batch.id, &[NewTask::new("t", &1).unwrap()], 3, None)
             .await
             .unwrap();
 

@@ -22,10 +22,24 @@ impl SqliteStore {
         batch: BatchId,
         tasks: &[NewTask],
         default_max_attempts: u32,
+        expect_total: Option<i64>,
     ) -> Result<(Vec<TaskId>, BatchProgress)> {
         let now = now_ms();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let (code, status) = status_in_tx(&mut tx, batch).await?;
+        if let Some(expected) = expect_total {
+            let found: i64 = sqlx::query_scalar("SELECT total FROM batch WHERE id = ?")
+                .bind(batch.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            if found != expected {
+                return Err(Error::TotalChanged {
+                    code,
+                    expected,
+                    found,
+                });
+            }
+        }
         if status == BatchStatus::Cancelled {
             return Err(Error::BatchState {
                 code,

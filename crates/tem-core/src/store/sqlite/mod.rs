@@ -14,6 +14,7 @@ mod interrupt;
 mod lease;
 mod program;
 mod query;
+mod report;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -74,6 +75,20 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(120))
             .connect_with(connect.clone())
             .await?;
+        if let Some(path) = &file
+            && !options.create_if_missing
+        {
+            // A command that must not create a database must not turn some other SQLite file
+            // into one either.
+            let ours: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(&write)
+            .await?;
+            if ours == 0 {
+                return Err(Error::NotTemDatabase(path.display().to_string()));
+            }
+        }
         migrate(&write).await?;
 
         let read = if file.is_some() {

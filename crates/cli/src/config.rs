@@ -1,0 +1,287 @@
+//! Settings of `tem run-batch`, merged from four places, strongest first: command-line flags,
+//! `TEM_*` environment variables, a `tem.toml` file, and built-in defaults. Every setting has
+//! the same name everywhere: `--max-attempts`, `TEM_MAX_ATTEMPTS`, `max_attempts = 5`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::usage::UsageError;
+
+/// The config file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "tem.toml";
+
+/// The database used when none is given.
+pub const DEFAULT_DB: &str = "tem.db";
+
+/// Every run-batch setting; `None` means "not set here".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    // The request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+
+    // Where it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+
+    // How hard it calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_cost_field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+
+    // Retries and the circuit breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_max: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_failures: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_cool_down: Option<String>,
+
+    // When to give up on the whole batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_sample: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_consecutive_failures: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rate_limited: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_overloaded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_runtime: Option<String>,
+
+    // Results and output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_result_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<bool>,
+}
+
+/// Every key, for the environment filter (so `TEM_LOG` and the like are not mistaken for one).
+const KEYS: &[&str] = &[
+    "base_url",
+    "method",
+    "path",
+    "headers",
+    "body",
+    "db",
+    "batch",
+    "concurrency",
+    "adaptive",
+    "rate",
+    "budget",
+    "cost_field",
+    "response_cost_field",
+    "timeout",
+    "connect_timeout",
+    "lease",
+    "max_attempts",
+    "backoff",
+    "backoff_max",
+    "breaker_failures",
+    "breaker_cool_down",
+    "max_error_rate",
+    "min_sample",
+    "max_failed",
+    "max_consecutive_failures",
+    "max_rate_limited",
+    "max_overloaded",
+    "max_runtime",
+    "max_result_bytes",
+    "output",
+    "json",
+    "quiet",
+];
+
+/// Merged settings, and where each came from (for error messages).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: RunConfig,
+    flags: RunConfig,
+    file: Option<PathBuf>,
+}
+
+/// Merges `flags` over the environment over the config file (`explicit_file`, else
+/// `./tem.toml` when present).
+pub fn load(flags: RunConfig, explicit_file: Option<&Path>) -> Result<Loaded, UsageError> {
+    let file = match explicit_file {
+        Some(path) if !path.exists() => {
+            return Err(UsageError(format!(
+                "config file {} does not exist (given by --config or TEM_CONFIG)",
+                path.display()
+            )));
+        }
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    let mut figment = Figment::new();
+    if let Some(file) = &file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    let config: RunConfig = figment
+        .merge(Env::prefixed("TEM_").only(KEYS))
+        .merge(Serialized::defaults(&flags))
+        .extract()
+        .map_err(|e| UsageError(describe(e, file.as_deref())))?;
+    Ok(Loaded { config, flags, file })
+}
+
+/// The database path for commands that only read or steer: `--db`, `TEM_DB`, `db` in the
+/// config file, else `tem.db`.
+pub fn db_path(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+    let flags = RunConfig {
+        db: flag,
+        ..RunConfig::default()
+    };
+    let config_file = std::env::var_os("TEM_CONFIG").map(PathBuf::from);
+    let loaded = load(flags, config_file.as_deref())?;
+    Ok(loaded.config.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)))
+}
+
+impl Loaded {
+    /// Exactly `config`, without reading the environment or a file (for `tem demo`, whose
+    /// settings are its own).
+    pub fn only(config: RunConfig) -> Loaded {
+        Loaded {
+            flags: config.clone(),
+            config,
+            file: None,
+        }
+    }
+
+    /// Where `key` was set: the flag, the variable or the file (for error messages).
+    pub fn origin(&self, key: &str) -> String {
+        let flag_set = serde_json::to_value(&self.flags)
+            .ok()
+            .and_then(|v| v.get(key).cloned())
+            .is_some();
+        if flag_set {
+            format!("--{}", key.replace('_', "-"))
+        } else if std::env::var_os(format!("TEM_{}", key.to_ascii_uppercase())).is_some() {
+            format!("TEM_{}", key.to_ascii_uppercase())
+        } else if let Some(file) = &self.file {
+            format!("`{key}` in {}", file.display())
+        } else {
+            format!("--{}", key.replace('_', "-"))
+        }
+    }
+
+    /// A usage error about `key`, naming where it was set.
+    pub fn bad(&self, key: &str, message: impl std::fmt::Display) -> UsageError {
+        UsageError(format!("{}: {message}", self.origin(key)))
+    }
+}
+
+/// A figment error, with the key and the place that set it.
+fn describe(error: figment::Error, file: Option<&Path>) -> String {
+    let mut out = String::new();
+    for e in error {
+        let key = e.path.join(".");
+        let place = match &e.metadata {
+            Some(meta) if meta.name.contains("environment") => format!("TEM_{}", key.to_ascii_uppercase()),
+            Some(meta) if meta.name.contains("TOML") => match file {
+                Some(file) => format!("`{key}` in {}", file.display()),
+                None => format!("`{key}` in the config file"),
+            },
+            _ if key.is_empty() => "config".to_owned(),
+            _ => format!("--{}", key.replace('_', "-")),
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let kind = e.kind.to_string();
+        let hint = if kind.contains("unknown field") {
+            ". Known settings are listed in `tem run-batch --help`"
+        } else {
+            ""
+        };
+        out.push_str(&format!("{place}: {kind}{hint}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_headers_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tem.toml");
+        std::fs::write(
+            &file,
+            "concurrency = 4\nrate = \"10/s\"\n[headers]\nx-a = \"1\"\nx-b = \"file\"\n",
+        )
+        .unwrap();
+        let flags = RunConfig {
+            concurrency: Some(16),
+            headers: [("x-b".to_owned(), "flag".to_owned())].into(),
+            ..RunConfig::default()
+        };
+        let loaded = load(flags, Some(&file)).unwrap();
+        assert_eq!(loaded.config.concurrency, Some(16));
+        assert_eq!(loaded.config.rate.as_deref(), Some("10/s"));
+        assert_eq!(loaded.config.headers["x-a"], "1");
+        assert_eq!(loaded.config.headers["x-b"], "flag");
+        assert_eq!(loaded.origin("concurrency"), "--concurrency");
+        assert_eq!(loaded.origin("rate"), format!("`rate` in {}", file.display()));
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tem.toml");
+        std::fs::write(&file, "concurency = 4\n").unwrap();
+        let error = load(RunConfig::default(), Some(&file)).unwrap_err().0;
+        assert!(error.contains("concurency"), "{error}");
+        assert!(error.contains("tem run-batch --help"), "{error}");
+        std::fs::write(&file, "concurrency = \"many\"\n").unwrap();
+        let error = load(RunConfig::default(), Some(&file)).unwrap_err().0;
+        assert!(error.contains("`concurrency` in"), "{error}");
+        let missing = load(RunConfig::default(), Some(&dir.path().join("nope.toml")))
+            .unwrap_err()
+            .0;
+        assert!(missing.contains("does not exist"), "{missing}");
+    }
+}
