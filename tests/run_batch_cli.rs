@@ -192,11 +192,17 @@ async fn templates_secrets_and_the_batch_commands() {
             "-o",
             "out.jsonl",
             "--json",
+            "--log",
+            "debug",
         ],
     );
     child.env("API_TOKEN", secret);
     let output = finish(child.spawn().unwrap()).await;
     assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert!(
+        !text(&output.stderr).contains(secret),
+        "the secret is not logged, even at debug"
+    );
     let document: Value = serde_json::from_slice(&output.stdout).expect("--json prints one JSON document");
     assert_eq!(document["outcome"], "succeeded");
     assert_eq!(
@@ -263,22 +269,37 @@ async fn templates_secrets_and_the_batch_commands() {
     );
 
     // The same command again: nothing is called twice.
-    let mut again = command(
-        dir.path(),
-        &[
-            "run-batch",
-            input.to_str().unwrap(),
-            "--base-url",
-            &url,
-            "--db",
-            "calls.db",
-            "--quiet",
-        ],
-    );
+    let same = [
+        "run-batch",
+        input.to_str().unwrap(),
+        "--base-url",
+        &url,
+        "--path",
+        "/items/{id}",
+        "--body",
+        r#"{"input": "{{text}}", "n": 1}"#,
+        "-H",
+        "authorization: Bearer ${API_TOKEN}",
+        "--db",
+        "calls.db",
+        "--quiet",
+    ];
+    let mut again = command(dir.path(), &same);
     again.env("API_TOKEN", secret);
     let again = finish(again.spawn().unwrap()).await;
     assert_eq!(again.status.code(), Some(0), "stderr: {}", text(&again.stderr));
     assert_eq!(api.total(), 3);
+
+    // Another request under the same code would send the rest elsewhere: refused, named.
+    let mut changed = command(dir.path(), &same[..same.len() - 5]);
+    changed.args(["--db", "calls.db", "--quiet"]);
+    let changed = finish(changed.spawn().unwrap()).await;
+    assert_eq!(changed.status.code(), Some(2));
+    assert!(
+        text(&changed.stderr).contains("different request (headers differ)"),
+        "{}",
+        text(&changed.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,6 +435,14 @@ async fn interrupt_from_another_process_then_resume_and_watch() {
         text(&stopped.stderr)
     );
 
+    // A stopped batch is measured to its last finish, not to whenever it is looked at.
+    let show = run(dir.path(), &["batch", "show", "slow", "--json"]).await;
+    let report: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let timing = &report["timing"];
+    assert_eq!(
+        timing["elapsed_ms"].as_i64().unwrap(),
+        timing["last_finish"].as_i64().unwrap() - timing["first_start"].as_i64().unwrap()
+    );
     let again = run(dir.path(), &args).await;
     assert_eq!(
         again.status.code(),
@@ -495,8 +524,9 @@ async fn bad_lines_are_named_and_the_other_lines_run() {
     let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["completed", "failed", "failed", "failed", "completed"]);
     let error = results[3]["error"].as_str().unwrap();
+    assert_eq!(results[3]["line"], 4);
     assert!(
-        error.contains("line 4: id: the path template needs this payload field"),
+        error.starts_with("id: the path template needs this payload field"),
         "{error}"
     );
     assert_eq!(

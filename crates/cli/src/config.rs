@@ -22,11 +22,23 @@ pub const DEFAULT_DB: &str = "tem.db";
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     // The request.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub base_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub method: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
@@ -34,9 +46,17 @@ pub struct RunConfig {
     pub body: Option<serde_json::Value>,
 
     // Where it runs.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub db: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub batch: Option<String>,
 
     // How hard it calls.
@@ -44,31 +64,71 @@ pub struct RunConfig {
     pub concurrency: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub budget: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cost_field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_cost_field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connect_timeout: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lease: Option<String>,
 
     // Retries and the circuit breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backoff: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backoff_max: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker_failures: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub breaker_cool_down: Option<String>,
 
     // When to give up on the whole batch.
@@ -84,18 +144,52 @@ pub struct RunConfig {
     pub max_rate_limited: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_overloaded: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_runtime: Option<String>,
 
     // Results and output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_result_bytes: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quiet: Option<bool>,
+}
+
+/// A text setting, also when the environment or the file wrote it as a number or a boolean
+/// (`TEM_BATCH=2024`, `TEM_TIMEOUT=0`): figment reads environment values as typed values.
+fn lenient<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Signed(i64),
+        Unsigned(u64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|text| match text {
+        Text::String(s) => s,
+        Text::Signed(n) => n.to_string(),
+        Text::Unsigned(n) => n.to_string(),
+        Text::Float(f) => f.to_string(),
+        Text::Bool(b) => b.to_string(),
+    }))
+}
+
+/// [`lenient`] for paths.
+fn lenient_path<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(lenient(deserializer)?.map(PathBuf::from))
 }
 
 /// Every key, for the environment filter (so `TEM_LOG` and the like are not mistaken for one).
@@ -197,19 +291,28 @@ impl Loaded {
             .and_then(|v| v.get(key).cloned())
             .is_some();
         if flag_set {
-            format!("--{}", key.replace('_', "-"))
+            flag_name(key)
         } else if std::env::var_os(format!("TEM_{}", key.to_ascii_uppercase())).is_some() {
             format!("TEM_{}", key.to_ascii_uppercase())
         } else if let Some(file) = &self.file {
             format!("`{key}` in {}", file.display())
         } else {
-            format!("--{}", key.replace('_', "-"))
+            flag_name(key)
         }
     }
 
     /// A usage error about `key`, naming where it was set.
     pub fn bad(&self, key: &str, message: impl std::fmt::Display) -> UsageError {
         UsageError(format!("{}: {message}", self.origin(key)))
+    }
+}
+
+/// The flag that sets `key`.
+fn flag_name(key: &str) -> String {
+    match key {
+        "headers" => "--header".to_owned(),
+        "adaptive" => "--fixed-concurrency".to_owned(),
+        key => format!("--{}", key.replace('_', "-")),
     }
 }
 
@@ -225,7 +328,7 @@ fn describe(error: figment::Error, file: Option<&Path>) -> String {
                 None => format!("`{key}` in the config file"),
             },
             _ if key.is_empty() => "config".to_owned(),
-            _ => format!("--{}", key.replace('_', "-")),
+            _ => flag_name(&key),
         };
         if !out.is_empty() {
             out.push('\n');
@@ -266,6 +369,22 @@ mod tests {
         assert_eq!(loaded.config.headers["x-b"], "flag");
         assert_eq!(loaded.origin("concurrency"), "--concurrency");
         assert_eq!(loaded.origin("rate"), format!("`rate` in {}", file.display()));
+    }
+
+    #[test]
+    fn numbers_in_text_settings_are_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tem.toml");
+        std::fs::write(&file, "batch = 2024\ntimeout = 0\ndb = 7\nbody = '{\"a\": 1}'\n").unwrap();
+        let config = load(RunConfig::default(), Some(&file)).unwrap().config;
+        assert_eq!(config.batch.as_deref(), Some("2024"));
+        assert_eq!(config.timeout.as_deref(), Some("0"));
+        assert_eq!(config.db, Some(PathBuf::from("7")));
+        assert_eq!(
+            config.body,
+            Some(serde_json::json!("{\"a\": 1}")),
+            "parsed as JSON by the plan"
+        );
     }
 
     #[test]

@@ -82,12 +82,30 @@ impl RunPlan {
                 .transpose()
         };
 
+        // A body given as text (a flag, an environment variable, a TOML string) is JSON text; a
+        // TOML table is the JSON object itself.
+        let body = match &c.body {
+            Some(serde_json::Value::String(text)) => Some(serde_json::from_str(text).map_err(|e| {
+                loaded.bad(
+                    "body",
+                    format!(
+                        "not valid JSON ({e}); write a JSON template such as '{{\"input\": \"{{{{text}}}}\"}}' \
+                         (a JSON string is quoted: '\"{{{{text}}}}\"')"
+                    ),
+                )
+            })?),
+            other => other.clone(),
+        };
         let template = RequestTemplate {
             base_url: c.base_url.clone(),
             method: c.method.clone(),
             path: c.path.clone(),
-            headers: c.headers.clone(),
-            body: c.body.clone(),
+            headers: c
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            body,
         };
         if let Err(e) = template.validate() {
             let key = match e.field.as_str() {
@@ -232,9 +250,9 @@ fn criterion_key(field: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A plan from exactly `config` (no environment, no tem.toml: the tests are hermetic).
     fn plan(config: RunConfig) -> Result<RunPlan, String> {
-        let loaded = config::load(config, None).map_err(|e| e.0)?;
-        RunPlan::new(&loaded).map_err(|e| e.0)
+        RunPlan::new(&config::Loaded::only(config)).map_err(|e| e.0)
     }
 
     #[test]
@@ -285,5 +303,16 @@ mod tests {
             ..RunConfig::default()
         });
         assert!(e.contains("--base-url"), "{e}");
+        let e = err(RunConfig {
+            body: Some(serde_json::json!("{input: 1}")),
+            ..RunConfig::default()
+        });
+        assert!(e.starts_with("--body: not valid JSON"), "{e}");
+        let quoted = plan(RunConfig {
+            body: Some(serde_json::json!("\"{{text}}\"")),
+            ..RunConfig::default()
+        })
+        .unwrap();
+        assert_eq!(quoted.template.body, Some(serde_json::json!("{{text}}")));
     }
 }

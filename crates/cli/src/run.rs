@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -56,11 +57,15 @@ impl Ending {
         }
     }
 
-    fn exit_code(self) -> ExitCode {
+    fn exit_status(self) -> u8 {
         match self {
-            Ending::Succeeded => ExitCode::SUCCESS,
-            _ => ExitCode::from(1),
+            Ending::Succeeded => 0,
+            _ => 1,
         }
+    }
+
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(self.exit_status())
     }
 }
 
@@ -103,13 +108,15 @@ async fn run_on(
         retry: Some(plan.retry.clone()),
         criteria: Some(plan.criteria.clone()).filter(|c| !c.is_empty()),
         cost_field: plan.cost_field.clone(),
+        template: Some(plan.template.clone()),
     };
     let loaded = http::load(engine, code, source, &load_options)
         .await
         .map_err(|e| match e {
-            LoadError::DifferentInput { .. } | LoadError::NotHttp { .. } | LoadError::Empty { .. } => {
-                anyhow::Error::new(UsageError(e.to_string()))
-            }
+            LoadError::DifferentInput { .. }
+            | LoadError::DifferentRequest { .. }
+            | LoadError::NotHttp { .. }
+            | LoadError::Empty { .. } => anyhow::Error::new(UsageError(e.to_string())),
             other => anyhow::Error::new(other),
         })?;
     let human = plan.display == Display::Human;
@@ -145,7 +152,10 @@ async fn run_on(
         );
     }
 
-    let mut batch = loaded.batch;
+    if loaded.existed && plan.display != Display::Json {
+        warn_about_kept_settings(&plan, &loaded.batch);
+    }
+    let batch = loaded.batch;
     match batch.status {
         BatchStatus::Interrupted if resume => {
             let resumed = engine.resume(batch.id).await?;
@@ -188,14 +198,34 @@ async fn run_on(
     if let Ok(mut view) = progress.lock() {
         view.update(&stats);
     }
-    let signals = tokio::spawn(on_signals(shutdown.clone(), progress.clone()));
+    let worker_done = Arc::new(AtomicBool::new(false));
+    let signals = tokio::spawn(on_signals(
+        shutdown.clone(),
+        progress.clone(),
+        worker_done.clone(),
+    ));
 
     let outcome = worker.run_until_idle().await;
-    signals.abort();
+    // From here on a Ctrl-C just ends the process: everything is committed, and the output
+    // file is only ever renamed into place complete.
+    worker_done.store(true, Ordering::SeqCst);
     follower.abort();
-    outcome?;
+    let outcome = outcome.map_err(anyhow::Error::from);
+    let result = match outcome {
+        Ok(_) => after_run(engine, &plan, batch.id, &progress).await,
+        Err(e) => Err(e),
+    };
+    signals.abort();
+    result
+}
 
-    batch = engine.batch(batch.id).await?;
+async fn after_run(
+    engine: &Engine,
+    plan: &RunPlan,
+    batch: tem_core::BatchId,
+    progress: &Arc<Mutex<Progress>>,
+) -> anyhow::Result<ExitCode> {
+    let batch = engine.batch(batch).await?;
     if let Ok(mut view) = progress.lock() {
         view.finish(&batch.stats);
     }
@@ -206,7 +236,27 @@ async fn run_on(
         BatchStatus::Completed => Ending::Failed,
         BatchStatus::Active => Ending::Stopped,
     };
-    finish(engine, &plan, &batch, ending).await
+    finish(engine, plan, &batch, ending).await
+}
+
+/// A rerun keeps the retry policy and criteria the batch was created with; say so when this
+/// run asked for others, rather than ignore them silently.
+fn warn_about_kept_settings(plan: &RunPlan, batch: &Batch) {
+    if batch.retry.as_ref().is_some_and(|kept| *kept != plan.retry) {
+        eprintln!(
+            "note: batch `{}` keeps the retry policy it was created with; --max-attempts, --backoff \
+             and --backoff-max of this run do not apply to it",
+            batch.code
+        );
+    }
+    let kept = batch.criteria.clone().unwrap_or_default();
+    if kept != plan.criteria {
+        eprintln!(
+            "note: batch `{}` keeps the interruption criteria it was created with; the --max-* \
+             settings of this run do not apply to it",
+            batch.code
+        );
+    }
 }
 
 /// Feeds the engine's progress events for `batch` to the view.
@@ -230,23 +280,29 @@ async fn follow(
     }
 }
 
-/// First Ctrl-C (or SIGTERM): drain. Second: abort.
-async fn on_signals(shutdown: Shutdown, progress: Arc<Mutex<Progress>>) {
+/// First Ctrl-C (or SIGTERM): drain. Second: abort. Once the worker is done (reporting,
+/// exporting): exit at once with 130, as a shell expects of an interrupted command.
+async fn on_signals(shutdown: Shutdown, progress: Arc<Mutex<Progress>>, worker_done: Arc<AtomicBool>) {
     let note = |line: &str| {
         if let Ok(view) = progress.lock() {
             view.note(line);
         }
     };
-    if stop_signal().await.is_err() {
-        return;
+    let mut signals = 0;
+    while stop_signal().await.is_ok() {
+        signals += 1;
+        if worker_done.load(Ordering::SeqCst) {
+            note("interrupted; every finished call is recorded, and --output is written only whole");
+            std::process::exit(130);
+        }
+        if signals == 1 {
+            shutdown.drain();
+            note("stopping: no new calls; waiting for the ones in flight (Ctrl-C again to abort them)");
+        } else {
+            shutdown.abort();
+            note("aborting: in-flight calls are cancelled and will run again on the next run");
+        }
     }
-    shutdown.drain();
-    note("stopping: no new calls; waiting for the ones in flight (Ctrl-C again to abort them)");
-    if stop_signal().await.is_err() {
-        return;
-    }
-    shutdown.abort();
-    note("aborting: in-flight calls are cancelled and will run again on the next run");
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -302,7 +358,12 @@ async fn finish(engine: &Engine, plan: &RunPlan, batch: &Batch, ending: Ending) 
     };
     match plan.display {
         Display::Json => {
-            let document = json!({ "outcome": ending.name(), "report": report });
+            let document = json!({
+                "outcome": ending.name(),
+                "exit_code": ending.exit_status(),
+                "advice": Some(advice).filter(|a| !a.is_empty()),
+                "report": report,
+            });
             say!("{}", serde_json::to_string_pretty(&document)?);
         }
         Display::Human => {
@@ -320,31 +381,25 @@ async fn finish(engine: &Engine, plan: &RunPlan, batch: &Batch, ending: Ending) 
     Ok(ending.exit_code())
 }
 
-/// Writes every task's result line to `path` (through a temporary file, so a crash never
-/// leaves half a file under the final name).
+/// Writes every task's result line to `path`, through a temporary file beside it that is
+/// renamed into place when complete: a crash never leaves half a file under the final name, and
+/// a failure removes the temporary file.
 pub async fn export_to(engine: &Engine, batch: &Batch, path: &std::path::Path) -> anyhow::Result<u64> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let temp = tempfile_in(dir, path)?;
-    let file = std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
-    let mut out = std::io::BufWriter::new(file);
+    let temp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut out = std::io::BufWriter::new(temp);
     let written = http::export(engine, batch.id, |line| {
         serde_json::to_writer(&mut out, line)?;
         out.write_all(b"\n")
     })
     .await?;
-    out.flush()?;
-    out.get_ref().sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("moving the results to {}", path.display()))?;
+    let temp = out.into_inner().map_err(|e| e.into_error())?;
+    temp.as_file().sync_all()?;
+    temp.persist(path)
+        .with_context(|| format!("moving the results to {}", path.display()))?;
     Ok(written)
-}
-
-fn tempfile_in(dir: &std::path::Path, path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "results.jsonl".into());
-    Ok(dir.join(format!(".{name}.{}.partial", std::process::id())))
 }

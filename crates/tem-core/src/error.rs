@@ -65,8 +65,8 @@ pub enum Error {
     #[error("commit failed: {0}")]
     Commit(std::sync::Arc<Error>),
 
-    /// Writing an export failed.
-    #[error("write failed: {0}")]
+    /// Reading a database file's metadata or writing an export failed.
+    #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
 
     /// The engine's background writer has stopped (the engine was closed or hit a fatal error).

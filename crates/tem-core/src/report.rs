@@ -43,7 +43,7 @@ pub struct Timing {
     pub first_start: Option<Millis>,
     /// The last task to finish.
     pub last_finish: Option<Millis>,
-    /// From the first start to the last finish (or to now, while tasks are still running).
+    /// From the first start to the last finish (or to now, while tasks are running).
     pub elapsed_ms: Option<i64>,
     /// Finished tasks per second over `elapsed_ms`.
     pub throughput_per_sec: Option<f64>,
@@ -64,15 +64,17 @@ pub struct Spread {
 /// How much retrying the batch needed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryAnalysis {
-    /// Completed tasks whose first attempt succeeded.
+    /// Completed tasks with no failed attempt in their history.
     pub completed_first_attempt: i64,
-    /// Completed tasks that needed more than one attempt.
+    /// Completed tasks that failed at least once before (counted from the attempt history, so
+    /// a retry-failed or a resume does not hide earlier failures).
     pub completed_after_retries: i64,
     /// Failed tasks, after however many attempts they had.
     pub failed: i64,
     /// Attempts that failed and were scheduled again (the retries made).
     pub retries: i64,
-    /// Most attempts any finished task used.
+    /// Most attempts any finished task made, across retry-failed rounds (aborted ones are not
+    /// counted: they were given back unfinished).
     pub max_attempts_used: u32,
     /// Attempts cut short because their worker vanished (counted in `retries` when retried).
     pub lost_to_crashes: i64,
@@ -106,8 +108,11 @@ impl Engine {
         let batch = self.batch(batch).await?;
         let store = self.store();
         let mut timing = store.timing(batch.id).await?;
+        // While tasks run the span grows with the clock; a batch that stopped (finished,
+        // interrupted, or waiting for a rerun) is measured to its last finish, so its
+        // throughput does not decay while nobody runs it.
         let end = match timing.last_finish {
-            Some(last) if batch.stats.running == 0 && batch.stats.pending == 0 => last,
+            Some(last) if batch.stats.running == 0 => last,
             _ => at,
         };
         if let Some(first) = timing.first_start {

@@ -230,6 +230,44 @@ async fn bad_input_is_refused_with_the_field_named() {
 }
 
 #[tokio::test]
+async fn another_applications_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("app.db");
+    {
+        use sqlx::{ConnectOptions, Executor};
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&foreign)
+            .create_if_missing(true);
+        let mut conn = options.connect().await.unwrap();
+        conn.execute("CREATE TABLE _sqlx_migrations (version INTEGER); CREATE TABLE users (id INTEGER)")
+            .await
+            .unwrap();
+    }
+    let before = std::fs::read(&foreign).unwrap();
+    for create_if_missing in [true, false] {
+        let options = EngineOptions {
+            create_if_missing,
+            ..Default::default()
+        };
+        let err = Engine::open_with(foreign.to_str().unwrap(), options)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotTemDatabase(_)), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        before,
+        "not migrated, not switched to WAL"
+    );
+    assert!(!dir.path().join("app.db-wal").exists());
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database at all, just some words in a file").unwrap();
+    let err = Engine::open(text.to_str().unwrap()).await.unwrap_err();
+    assert!(matches!(err, Error::NotTemDatabase(_)), "{err}");
+}
+
+#[tokio::test]
 async fn an_engine_reopens_its_file_with_everything_in_it() {
     let (dir, engine) = common::engine().await;
     let batch = engine.create_batch(NewBatch::new("persist", "t")).await.unwrap();

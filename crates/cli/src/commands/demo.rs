@@ -3,17 +3,19 @@
 //! against it into a fresh SQLite file exactly as `tem run-batch` would (progress bar, retries,
 //! adaptive concurrency, the report), then shows what the API saw.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use mock_server::{Algorithm, ErrorSimulation, MockServer, ServiceConfig};
 use tem_core::http::InputSource;
+use tem_core::{BatchFilter, Engine, EngineOptions};
 
 use crate::config::{self, RunConfig};
 use crate::plan::RunPlan;
 use crate::run::{RunRequest, run};
 use crate::say;
+use crate::usage::UsageError;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +29,7 @@ pub struct Args {
     /// Calls per second the simulated API allows; the run paces itself to 95% of it.
     #[arg(long, default_value_t = 2_000)]
     api_rate: u64,
-    /// Database file; replaced if it exists.
+    /// Database file; an earlier demo's is replaced (any other file is left alone).
     #[arg(long, default_value = "tem-demo.db")]
     db: PathBuf,
     /// Print only the report as JSON.
@@ -42,12 +44,7 @@ pub async fn run_command(args: Args) -> anyhow::Result<ExitCode> {
     if args.tasks == 0 || args.api_rate < 2 {
         crate::usage!("--tasks must be at least 1 and --api-rate at least 2");
     }
-    for suffix in ["", "-wal", "-shm"] {
-        let path = PathBuf::from(format!("{}{suffix}", args.db.display()));
-        if path.exists() {
-            std::fs::remove_file(&path).with_context(|| format!("removing the old {}", path.display()))?;
-        }
-    }
+    remove_old_demo(&args.db).await?;
 
     let mut service = ServiceConfig::new(API_CAPACITY, args.api_rate, 1_000);
     service.rate_limit.algorithm = Algorithm::SlidingWindow;
@@ -122,4 +119,37 @@ pub async fn run_command(args: Args) -> anyhow::Result<ExitCode> {
     }
     api.stop().await?;
     Ok(code)
+}
+
+/// Removes the database of an earlier demo, and refuses to touch any other file.
+async fn remove_old_demo(db: &Path) -> anyhow::Result<()> {
+    if !db.exists() {
+        return Ok(());
+    }
+    let options = EngineOptions {
+        create_if_missing: false,
+        ..EngineOptions::default()
+    };
+    let refuse = || {
+        UsageError(format!(
+            "{} is not an earlier demo's database (it holds other batches, or is not a tem database); \
+             the demo replaces its database, so give it another --db",
+            db.display()
+        ))
+    };
+    let engine = Engine::open_with(&db.display().to_string(), options)
+        .await
+        .map_err(|_| refuse())?;
+    let batches = engine.batches(&BatchFilter::default()).await;
+    engine.close().await;
+    if !batches?.iter().all(|b| b.code == "demo") {
+        return Err(refuse().into());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", db.display()));
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing the old {}", path.display()))?;
+        }
+    }
+    Ok(())
 }

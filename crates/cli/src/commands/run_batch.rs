@@ -24,6 +24,8 @@ line number and field and fail on their own; the other lines run.
 
 Secrets: header values may name environment variables, read at call time and never stored:
   --header 'authorization: Bearer ${API_TOKEN}'
+These headers go only to --base-url's origin (a line with a \"url\" elsewhere does not get
+them), redirects are followed only within an origin, and input lines cannot use ${VAR}.
 
 Durability: the batch lives in the database (--db, default tem.db) under its code (--batch,
 default the input file's name). Ctrl-C once stops starting calls and waits for those in flight;
@@ -221,23 +223,13 @@ fn flags(args: &Args) -> Result<RunConfig, UsageError> {
         };
         headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
     }
-    let body = args
-        .body
-        .as_deref()
-        .map(|text| {
-            serde_json::from_str(text).map_err(|e| {
-                UsageError(format!(
-                    "--body: not valid JSON ({e}); e.g. --body '{{\"input\": \"{{{{text}}}}\"}}'"
-                ))
-            })
-        })
-        .transpose()?;
     Ok(RunConfig {
         base_url: args.base_url.clone(),
         method: args.method.clone(),
         path: args.path.clone(),
         headers,
-        body,
+        // Parsed (and its errors named) with the other places a body can come from.
+        body: args.body.clone().map(serde_json::Value::String),
         db: args.db.clone(),
         batch: args.batch.clone(),
         concurrency: args.concurrency,

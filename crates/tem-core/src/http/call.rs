@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::request::{RequestTemplate, StoredLine};
+use super::request::{RequestTemplate, StoredLine, origin};
 use crate::handler::{Handler, HandlerFuture, TaskContext};
 use crate::outcome::{ErrorKind, TaskError};
 
@@ -65,6 +65,7 @@ impl HttpHandler {
             .user_agent(options.user_agent.clone())
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(same_origin_redirects())
             .build()?;
         Ok(HttpHandler {
             client,
@@ -86,7 +87,8 @@ impl HttpHandler {
         let request = self
             .template
             .prepare(&stored, &*self.secrets)
-            .map_err(TaskError::non_retryable)?;
+            .map_err(|e| TaskError::non_retryable(e.to_string()))?;
+        let secrets = request.secrets;
         let mut builder = self.client.request(request.method, &request.url);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
@@ -94,14 +96,26 @@ impl HttpHandler {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let origin = origin(&request.url);
-        let response = builder.send().await.map_err(|e| network_error(e, origin))?;
+        let target = origin(&request.url);
+        let response = builder.send().await.map_err(|e| network_error(e, &target))?;
         let status = response.status();
         let headers = response.headers().clone();
         let (bytes, truncated) = read_capped(response, self.options.max_result_bytes)
             .await
-            .map_err(|e| network_error(e, origin))?;
-        let body = body_value(&bytes, truncated);
+            .map_err(|e| network_error(e, &target))?;
+        let body = body_value(&mask(bytes, &secrets), truncated);
+        if status.is_redirection() {
+            let to = headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(origin)
+                .unwrap_or_else(|| "nowhere".into());
+            return Err(TaskError::non_retryable(format!(
+                "redirected to {to}: redirects are followed only within one origin, so headers \
+                 (and any key in them) never go elsewhere"
+            ))
+            .with_status(status.as_u16()));
+        }
         if let Some(error) = TaskError::from_response(status, &headers, summary(&body, status)) {
             return Err(error);
         }
@@ -172,14 +186,34 @@ pub(crate) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(value, |value, key| value.get(key))
 }
 
-/// `https://api.example.com:8443` of a URL: where a call went, without the path or query
-/// (which may carry a key).
-fn origin(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after_scheme + i);
-    &url[..end]
+/// Follows a redirect only to the same origin (at most 5): reqwest drops `Authorization` on a
+/// cross-host redirect but not an `x-api-key`, and the template's headers must not leave it.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if first.is_some_and(|first| first == attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// The body with every expanded secret replaced by `***`: some APIs echo the key back, and the
+/// body is stored.
+fn mask(bytes: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    let echoed =
+        |secret: &String| secret.len() >= 4 && bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    if !secrets.iter().any(echoed) {
+        return bytes;
+    }
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(secret.as_str(), "***");
+    }
+    text.into_bytes()
 }
 
 /// A failed call that got no response, with where it went but not the full URL.
@@ -234,9 +268,8 @@ mod tests {
             Some(&json!(12))
         );
         assert_eq!(
-            origin("https://api.test:8443/v1/x?key=k"),
-            "https://api.test:8443"
+            mask(br#"{"echo":"Bearer k3y-1"}"#.to_vec(), &["k3y-1".into()]),
+            br#"{"echo":"Bearer ***"}"#
         );
-        assert_eq!(origin("http://127.0.0.1:9"), "http://127.0.0.1:9");
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::call::lookup;
-use super::request::{LineKind, StoredLine, parse_line};
+use super::request::{LineKind, RequestTemplate, StoredLine, origin, parse_line};
 use crate::batch::{Batch, NewBatch};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -81,7 +81,7 @@ impl InputSource {
                 Ok(text) => parse_line(number, text.trim()),
                 Err(e) => StoredLine {
                     line: number,
-                    kind: LineKind::Invalid(format!("line {number}: (line): not UTF-8 text: {e}")),
+                    kind: LineKind::Invalid(format!("(line): not UTF-8 text: {e}")),
                 },
             };
             each(stored)?;
@@ -115,6 +115,63 @@ pub struct LoadOptions {
     /// Dotted path of a number in each line (payload, or a request's body) that estimates the
     /// call's cost against a weighted budget, e.g. `max_tokens`.
     pub cost_field: Option<String>,
+    /// The request template: a new batch remembers its shape, and a rerun must use the same.
+    pub template: Option<RequestTemplate>,
+}
+
+/// What a batch remembers of its request template: enough to notice a rerun that would send
+/// the remaining calls somewhere else or in another shape, nothing that could hold a secret
+/// (header values and the base URL's query stay out; the body only as a fingerprint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestShape {
+    pub origin: Option<String>,
+    pub base_url: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub header_names: Vec<String>,
+    pub body: Option<String>,
+}
+
+impl RequestShape {
+    /// The shape of `template`.
+    pub fn of(template: &RequestTemplate) -> Self {
+        let hash = |text: &str| format!("fnv1a64:{:016x}", fnv1a(FNV_OFFSET, text.as_bytes()));
+        let mut header_names: Vec<String> = template.headers.keys().map(|k| k.to_ascii_lowercase()).collect();
+        header_names.sort();
+        header_names.dedup();
+        RequestShape {
+            origin: template.base_url.as_deref().map(origin),
+            base_url: template
+                .base_url
+                .as_deref()
+                .map(|b| hash(b.trim_end_matches('/'))),
+            method: template.method.as_deref().map(|m| m.trim().to_ascii_uppercase()),
+            path: template.path.clone(),
+            header_names,
+            body: template.body.as_ref().map(|b| hash(&b.to_string())),
+        }
+    }
+
+    /// The settings that differ from `other`.
+    fn differences(&self, other: &RequestShape) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.base_url != other.base_url {
+            fields.push("base_url");
+        }
+        if self.method != other.method {
+            fields.push("method");
+        }
+        if self.path != other.path {
+            fields.push("path");
+        }
+        if self.header_names != other.header_names {
+            fields.push("headers");
+        }
+        if self.body != other.body {
+            fields.push("body");
+        }
+        fields
+    }
 }
 
 /// The batch an input went into.
@@ -150,6 +207,16 @@ pub enum LoadError {
         stored: Box<InputSummary>,
         given: Box<InputSummary>,
     },
+    #[error(
+        "batch `{code}` was started with a different request ({} differ); continue it with the \
+         same request settings, or give another --batch code to start a new batch",
+        fields.join(", ")
+    )]
+    DifferentRequest { code: String, fields: Vec<&'static str> },
+    #[error(
+        "batch `{code}` holds {found} of its {expected} tasks: another process kept adding to it; run again"
+    )]
+    Incomplete { code: String, expected: u64, found: u64 },
     #[error("batch `{code}` is a `{kind}` batch, not one made by run-batch; give another --batch code")]
     NotHttp { code: String, kind: String },
     #[error(transparent)]
@@ -176,7 +243,9 @@ pub fn summarize(source: &InputSource) -> Result<InputSummary, LoadError> {
         if let LineKind::Invalid(reason) = &stored.kind {
             summary.invalid += 1;
             if summary.invalid_reasons.len() < INVALID_KEPT {
-                summary.invalid_reasons.push(reason.clone());
+                summary
+                    .invalid_reasons
+                    .push(format!("line {}: {reason}", stored.line));
             }
         }
         Ok(())
@@ -196,13 +265,14 @@ pub async fn load(
     if input.tasks == 0 {
         return Err(LoadError::Empty { input: input.name });
     }
+    let shape = options.template.as_ref().map(RequestShape::of);
     let (mut batch, existed) = match engine.find_batch(code).await? {
         Some(batch) => {
-            check_same_input(&batch, &input)?;
+            check_same_input(&batch, &input, shape.as_ref())?;
             (batch, true)
         }
         None => {
-            let metadata = serde_json::json!({ "input": &input });
+            let metadata = serde_json::json!({ "input": &input, "request": &shape });
             let mut new = NewBatch::new(code, HTTP_KIND).metadata(metadata);
             new.retry = options.retry.clone();
             new.criteria = options.criteria.clone();
@@ -211,7 +281,7 @@ pub async fn load(
                 // Another process created it first: continue theirs.
                 Err(Error::DuplicateBatch(_)) => {
                     let batch = engine.batch_by_code(code).await?;
-                    check_same_input(&batch, &input)?;
+                    check_same_input(&batch, &input, shape.as_ref())?;
                     (batch, true)
                 }
                 Err(e) => return Err(e.into()),
@@ -220,20 +290,37 @@ pub async fn load(
     };
 
     let mut enqueued = 0u64;
-    // A racing loader makes our expected count stale; start over from its progress.
-    for _ in 0..8 {
+    // A racing loader makes our expected count stale: start again from its progress, for as
+    // long as it makes progress.
+    let mut stalled = 0;
+    loop {
         let already = u64::try_from(batch.stats.total).unwrap_or(0);
         if already >= input.tasks {
             break;
         }
-        match enqueue_from(engine, &batch, source, already, options).await {
-            Ok(added) => {
-                enqueued += added;
-                batch = engine.batch(batch.id).await?;
-            }
-            Err(LoadError::Engine(Error::TotalChanged { .. })) => batch = engine.batch(batch.id).await?,
+        match enqueue_from(engine, &batch, source, already, input.tasks, options).await {
+            Ok(added) => enqueued += added,
+            Err(LoadError::Engine(Error::TotalChanged { .. })) => {}
             Err(e) => return Err(e),
         }
+        let before = batch.stats.total;
+        batch = engine.batch(batch.id).await?;
+        stalled = if batch.stats.total > before {
+            0
+        } else {
+            stalled + 1
+        };
+        if stalled >= 3 {
+            break;
+        }
+    }
+    let found = u64::try_from(batch.stats.total).unwrap_or(0);
+    if found != input.tasks {
+        return Err(LoadError::Incomplete {
+            code: batch.code,
+            expected: input.tasks,
+            found,
+        });
     }
     Ok(Loaded {
         batch,
@@ -243,12 +330,14 @@ pub async fn load(
     })
 }
 
-/// Enqueues the lines after the first `skip` tasks, a chunk per transaction.
+/// Enqueues lines `skip + 1 ..= tasks` (counting non-blank lines), a chunk per transaction.
+/// Lines past `tasks` (appended since the input was fingerprinted) are not this batch's.
 async fn enqueue_from(
     engine: &Engine,
     batch: &Batch,
     source: &InputSource,
     skip: u64,
+    tasks: u64,
     options: &LoadOptions,
 ) -> Result<u64, LoadError> {
     // Reading is synchronous; hand chunks over a channel so the runtime keeps running.
@@ -260,7 +349,7 @@ async fn enqueue_from(
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
         reader_source.for_each_line(|stored| {
             seen += 1;
-            if seen <= skip {
+            if seen <= skip || seen > tasks {
                 return Ok(());
             }
             chunk.push(task_for(&stored, cost_field.as_deref()));
@@ -309,7 +398,8 @@ fn task_for(stored: &StoredLine, cost_field: Option<&str>) -> NewTask {
             LineKind::Invalid(_) => None,
         };
         if let Some(cost) = source.and_then(|v| lookup(v, field)).and_then(cost_of) {
-            task = task.cost(cost);
+            // The database holds costs as i64; a larger estimate is as good as infinite.
+            task = task.cost(cost.min(i64::MAX as u64));
         }
     }
     task
@@ -324,7 +414,11 @@ fn cost_of(value: &Value) -> Option<u64> {
     })
 }
 
-fn check_same_input(batch: &Batch, input: &InputSummary) -> Result<(), LoadError> {
+fn check_same_input(
+    batch: &Batch,
+    input: &InputSummary,
+    shape: Option<&RequestShape>,
+) -> Result<(), LoadError> {
     if batch.kind != HTTP_KIND {
         return Err(LoadError::NotHttp {
             code: batch.code.clone(),
@@ -336,6 +430,20 @@ fn check_same_input(batch: &Batch, input: &InputSummary) -> Result<(), LoadError
         .as_ref()
         .and_then(|m| m.get("input"))
         .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let stored_shape: Option<RequestShape> = batch
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("request"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    if let (Some(stored_shape), Some(shape)) = (&stored_shape, shape) {
+        let fields = stored_shape.differences(shape);
+        if !fields.is_empty() {
+            return Err(LoadError::DifferentRequest {
+                code: batch.code.clone(),
+                fields,
+            });
+        }
+    }
     match stored {
         Some(stored) if stored.fingerprint == input.fingerprint && stored.tasks == input.tasks => Ok(()),
         stored => {

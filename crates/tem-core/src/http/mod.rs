@@ -12,7 +12,9 @@ mod request;
 
 pub use call::{ClientError, HttpHandler, HttpOptions, SecretSource};
 pub use export::{ResultLine, export};
-pub use input::{HTTP_KIND, InputSource, InputSummary, LoadError, LoadOptions, Loaded, load, summarize};
+pub use input::{
+    HTTP_KIND, InputSource, InputSummary, LoadError, LoadOptions, Loaded, RequestShape, load, summarize,
+};
 pub use request::{
     FullRequest, LineError, LineKind, PreparedRequest, RequestTemplate, StoredLine, parse_line, parse_method,
 };

@@ -3,8 +3,12 @@
 //!
 //! A line is either a full request (`{"method", "url" | "path", "headers", "body"}`) or a
 //! payload substituted into the [`RequestTemplate`] (`{field}` in the path, `{{field}}` in the
-//! body template). Header values may name environment variables as `${NAME}`; they are expanded
-//! when the call is made, so secrets never reach the database or the logs.
+//! body template). The template's header values may name environment variables as `${NAME}`;
+//! they are expanded when the call is made, so secrets never reach the database or the logs.
+//!
+//! Input lines are data, not configuration: they cannot read the environment (`${…}` in a
+//! line's headers is refused), and the template's headers — which may carry a key — go only to
+//! the template's own origin when it has one, so a line naming another host never receives them.
 
 use std::collections::BTreeMap;
 
@@ -65,15 +69,27 @@ pub struct PreparedRequest {
     pub url: String,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub body: Option<Value>,
+    /// The values `${VAR}`s expanded to, so they can be masked if the API echoes them.
+    pub secrets: Vec<String>,
 }
 
-/// Why a line could not become a request: the field and what is wrong with it.
+/// Why a line (or a template setting) cannot become a request: the field and what is wrong.
+/// The line number is not part of it: it is the task's, and the same mistake on many lines is
+/// one kind of error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {field}: {message}")]
+#[error("{field}: {message}")]
 pub struct LineError {
-    pub line: u64,
     pub field: String,
     pub message: String,
+}
+
+impl LineError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        LineError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
 }
 
 const REQUEST_KEYS: [&str; 5] = ["method", "url", "path", "headers", "body"];
@@ -82,14 +98,14 @@ const REQUEST_KEYS: [&str; 5] = ["method", "url", "path", "headers", "body"];
 /// task fails with the reason instead of the whole run stopping.
 pub fn parse_line(line: u64, text: &str) -> StoredLine {
     let kind = match serde_json::from_str::<Value>(text) {
-        Err(e) => LineKind::Invalid(format!("line {line}: (line): not valid JSON: {e}")),
-        Ok(Value::Object(object)) if is_full_request(&object) => match full_request(line, object) {
+        Err(e) => LineKind::Invalid(format!("(line): not valid JSON: {e}")),
+        Ok(Value::Object(object)) if is_full_request(&object) => match full_request(object) {
             Ok(request) => LineKind::Request(request),
             Err(e) => LineKind::Invalid(e.to_string()),
         },
         Ok(payload @ Value::Object(_)) => LineKind::Payload(payload),
         Ok(other) => LineKind::Invalid(format!(
-            "line {line}: (line): must be a JSON object (a request or a payload), got {}",
+            "(line): must be a JSON object (a request or a payload), got {}",
             kind_of(&other)
         )),
     };
@@ -101,12 +117,8 @@ fn is_full_request(object: &Map<String, Value>) -> bool {
     object.contains_key("url") || object.contains_key("path")
 }
 
-fn full_request(line: u64, object: Map<String, Value>) -> Result<FullRequest, LineError> {
-    let bad = |field: &str, message: String| LineError {
-        line,
-        field: field.to_owned(),
-        message,
-    };
+fn full_request(object: Map<String, Value>) -> Result<FullRequest, LineError> {
+    let bad = |field: &str, message: String| LineError::new(field, message);
     if let Some(unknown) = object.keys().find(|k| !REQUEST_KEYS.contains(&k.as_str())) {
         return Err(bad(
             unknown,
@@ -154,7 +166,15 @@ fn full_request(line: u64, object: Map<String, Value>) -> Result<FullRequest, Li
                         "is not a valid header name".to_owned(),
                     )
                 })?;
-                headers.insert(name.clone(), value.clone());
+                if value.contains("${") {
+                    return Err(bad(
+                        &format!("headers.{name}"),
+                        "`${…}` is expanded only in --header values, never in input lines (a line \
+                         could otherwise send any environment variable anywhere)"
+                            .to_owned(),
+                    ));
+                }
+                headers.insert(name.to_ascii_lowercase(), value.clone());
             }
             headers
         }
@@ -201,11 +221,7 @@ pub fn parse_method(method: &str) -> Result<http::Method, String> {
 impl RequestTemplate {
     /// Checks what does not depend on a line, naming the setting.
     pub fn validate(&self) -> Result<(), LineError> {
-        let bad = |field: &str, message: String| LineError {
-            line: 0,
-            field: field.to_owned(),
-            message,
-        };
+        let bad = |field: &str, message: String| LineError::new(field, message);
         if let Some(base) = &self.base_url
             && !(base.starts_with("http://") || base.starts_with("https://"))
         {
@@ -246,10 +262,12 @@ impl RequestTemplate {
         &self,
         stored: &StoredLine,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<PreparedRequest, String> {
-        let line = stored.line;
-        let (method, url, mut headers, body) = match &stored.kind {
-            LineKind::Invalid(reason) => return Err(reason.clone()),
+    ) -> Result<PreparedRequest, LineError> {
+        let (method, url, line_headers, body) = match &stored.kind {
+            LineKind::Invalid(reason) => {
+                let (field, message) = reason.split_once(": ").unwrap_or(("(line)", reason));
+                return Err(LineError::new(field, message));
+            }
             LineKind::Request(request) => {
                 let method = request
                     .method
@@ -259,50 +277,83 @@ impl RequestTemplate {
                 let url = match (&request.url, &request.path) {
                     (Some(url), _) => url.clone(),
                     (None, Some(path)) => join(self.base_url.as_deref(), path)
-                        .ok_or_else(|| format!("line {line}: path: a relative path needs --base-url"))?,
-                    (None, None) => return Err(format!("line {line}: url: missing")),
+                        .ok_or_else(|| LineError::new("path", "a relative path needs --base-url"))?,
+                    (None, None) => return Err(LineError::new("url", "missing")),
                 };
-                let mut headers = self.headers.clone();
-                headers.extend(request.headers.clone());
-                (method.to_owned(), url, headers, request.body.clone())
+                (
+                    method.to_owned(),
+                    url,
+                    request.headers.clone(),
+                    request.body.clone(),
+                )
             }
             LineKind::Payload(payload) => {
-                let path = self.path.as_deref().unwrap_or("");
-                let path = fill_path(path, payload).map_err(|e| format!("line {line}: {e}"))?;
+                let path = fill_path(self.path.as_deref().unwrap_or(""), payload)?;
                 let url = join(self.base_url.as_deref(), &path)
-                    .ok_or_else(|| format!("line {line}: (template): a payload line needs --base-url"))?;
+                    .ok_or_else(|| LineError::new("(template)", "a payload line needs --base-url"))?;
                 let body = match &self.body {
-                    Some(template) => {
-                        Some(fill_body(template, payload).map_err(|e| format!("line {line}: {e}"))?)
-                    }
+                    Some(template) => Some(fill_body(template, payload)?),
                     None => Some(payload.clone()),
                 };
                 let method = self.method.as_deref().unwrap_or("POST");
-                (method.to_owned(), url, self.headers.clone(), body)
+                (method.to_owned(), url, BTreeMap::new(), body)
             }
         };
-        let method = parse_method(&method).map_err(|m| format!("line {line}: method: {m}"))?;
+        let method = parse_method(&method).map_err(|m| LineError::new("method", m))?;
         let body = if matches!(method, http::Method::GET | http::Method::HEAD) {
             None
         } else {
             body
         };
-        let mut prepared = Vec::with_capacity(headers.len());
-        for (name, value) in std::mem::take(&mut headers) {
-            let value = expand_env(&value, env)
-                .map_err(|var| format!("header {name}: the environment variable `{var}` is not set"))?;
-            let name =
-                http::HeaderName::try_from(name.as_str()).map_err(|e| format!("header {name}: {e}"))?;
-            let value = http::HeaderValue::try_from(value).map_err(|e| format!("header {name}: {e}"))?;
-            prepared.push((name, value));
+        // The template's headers (perhaps a key) go only to the template's origin, when it has
+        // one; a line's own headers win over them, name for name.
+        let template_headers = match self.base_url.as_deref() {
+            Some(base) if origin(base) != origin(&url) => None,
+            _ => Some(&self.headers),
+        };
+        let mut secrets = Vec::new();
+        let mut merged: BTreeMap<String, String> = BTreeMap::new();
+        let overridden = |name: &str| line_headers.keys().any(|k| k.eq_ignore_ascii_case(name));
+        for (name, value) in template_headers.into_iter().flatten() {
+            if overridden(name) {
+                continue;
+            }
+            let value = expand_env(value, env, &mut secrets).map_err(|var| {
+                LineError::new(
+                    format!("header {name}"),
+                    format!("the environment variable `{var}` is not set"),
+                )
+            })?;
+            merged.insert(name.to_ascii_lowercase(), value);
+        }
+        for (name, value) in line_headers {
+            merged.insert(name.to_ascii_lowercase(), value);
+        }
+        let mut headers = Vec::with_capacity(merged.len());
+        for (name, value) in merged {
+            let bad = |e: &dyn std::fmt::Display| LineError::new(format!("header {name}"), e.to_string());
+            let header_name = http::HeaderName::try_from(name.as_str()).map_err(|e| bad(&e))?;
+            let header_value = http::HeaderValue::try_from(value).map_err(|e| bad(&e))?;
+            headers.push((header_name, header_value));
         }
         Ok(PreparedRequest {
             method,
             url,
-            headers: prepared,
+            headers,
             body,
+            secrets,
         })
     }
+}
+
+/// `https://api.example.com:8443` of a URL, without user info, path, query or fragment: where a
+/// call goes, safe to show (a query or user info may carry a key).
+pub fn origin(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{}{}", &url[..after_scheme], host.to_ascii_lowercase())
 }
 
 fn join(base: Option<&str>, path: &str) -> Option<String> {
@@ -317,7 +368,7 @@ fn join(base: Option<&str>, path: &str) -> Option<String> {
 }
 
 /// `/items/{id}` with the payload's `id`, percent-encoded.
-fn fill_path(template: &str, payload: &Value) -> Result<String, String> {
+fn fill_path(template: &str, payload: &Value) -> Result<String, LineError> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -325,19 +376,19 @@ fn fill_path(template: &str, payload: &Value) -> Result<String, String> {
         let after = &rest[start + 1..];
         let end = after
             .find('}')
-            .ok_or_else(|| format!("path: unclosed `{{` in `{template}`"))?;
+            .ok_or_else(|| LineError::new("path", format!("unclosed `{{` in `{template}`")))?;
         let field = &after[..end];
         let value = payload
             .get(field)
-            .ok_or_else(|| format!("{field}: the path template needs this payload field"))?;
+            .ok_or_else(|| LineError::new(field, "the path template needs this payload field"))?;
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
-                return Err(format!(
-                    "{field}: a path field must be a string or number, got {}",
-                    kind_of(other)
+                return Err(LineError::new(
+                    field,
+                    format!("a path field must be a string or number, got {}", kind_of(other)),
                 ));
             }
         };
@@ -362,17 +413,16 @@ fn percent_encode(text: &str) -> String {
 
 /// The body template with `{{field}}` filled: a string that is exactly `{{field}}` becomes the
 /// field's JSON value; inside a longer string, its text.
-fn fill_body(template: &Value, payload: &Value) -> Result<Value, String> {
+fn fill_body(template: &Value, payload: &Value) -> Result<Value, LineError> {
     Ok(match template {
         Value::String(s) => {
             let trimmed = s.trim();
             if let Some(field) = trimmed.strip_prefix("{{").and_then(|t| t.strip_suffix("}}"))
                 && !field.contains("{{")
             {
-                return payload
-                    .get(field.trim())
-                    .cloned()
-                    .ok_or_else(|| format!("{}: the body template needs this payload field", field.trim()));
+                return payload.get(field.trim()).cloned().ok_or_else(|| {
+                    LineError::new(field.trim(), "the body template needs this payload field")
+                });
             }
             let mut out = String::new();
             let mut rest = s.as_str();
@@ -381,11 +431,11 @@ fn fill_body(template: &Value, payload: &Value) -> Result<Value, String> {
                 let after = &rest[start + 2..];
                 let end = after
                     .find("}}")
-                    .ok_or_else(|| format!("body: unclosed `{{{{` in `{s}`"))?;
+                    .ok_or_else(|| LineError::new("body", format!("unclosed `{{{{` in `{s}`")))?;
                 let field = after[..end].trim();
                 let value = payload
                     .get(field)
-                    .ok_or_else(|| format!("{field}: the body template needs this payload field"))?;
+                    .ok_or_else(|| LineError::new(field, "the body template needs this payload field"))?;
                 match value {
                     Value::String(text) => out.push_str(text),
                     other => out.push_str(&other.to_string()),
@@ -404,14 +454,19 @@ fn fill_body(template: &Value, payload: &Value) -> Result<Value, String> {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), fill_body(v, payload)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, LineError>>()?,
         ),
         other => other.clone(),
     })
 }
 
-/// `Bearer ${TOKEN}` with the variable's value; errs with the name of a missing variable.
-fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// `Bearer ${TOKEN}` with the variable's value (also pushed to `secrets`); errs with the name of
+/// a missing variable.
+fn expand_env(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: &mut Vec<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -422,7 +477,9 @@ fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             return Ok(out);
         };
         let name = &after[..end];
-        out.push_str(&env(name).ok_or_else(|| name.to_owned())?);
+        let secret = env(name).ok_or_else(|| name.to_owned())?;
+        out.push_str(&secret);
+        secrets.push(secret);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -471,7 +528,7 @@ mod tests {
     fn full_request_lines_win_over_the_template() {
         let stored = parse_line(
             1,
-            r#"{"method": "GET", "path": "/health", "headers": {"x-a": "1"}, "body": {"ignored": true}}"#,
+            r#"{"method": "GET", "path": "/health", "headers": {"X-A": "1", "Authorization": "mine"}, "body": {"ignored": true}}"#,
         );
         let request = template().prepare(&stored, &env).unwrap();
         assert_eq!(
@@ -479,30 +536,63 @@ mod tests {
             (http::Method::GET, "http://api.test/health")
         );
         assert_eq!(request.body, None, "GET sends no body");
-        assert_eq!(request.headers.len(), 2);
-        let stored = parse_line(2, r#"{"url": "https://other.test/x"}"#);
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
         assert_eq!(
-            template().prepare(&stored, &env).unwrap().url,
-            "https://other.test/x"
+            headers,
+            [("authorization", "mine"), ("x-a", "1")],
+            "names compare case-blind"
+        );
+        assert!(request.secrets.is_empty());
+    }
+
+    #[test]
+    fn lines_cannot_read_the_environment_or_take_the_template_headers_elsewhere() {
+        let elsewhere = template()
+            .prepare(&parse_line(2, r#"{"url": "https://other.test/x"}"#), &env)
+            .unwrap();
+        assert_eq!(elsewhere.url, "https://other.test/x");
+        assert!(
+            elsewhere.headers.is_empty(),
+            "the key stays with the template's origin"
+        );
+        let same = template()
+            .prepare(&parse_line(3, r#"{"url": "http://API.test/y"}"#), &env)
+            .unwrap();
+        assert_eq!(same.headers.len(), 1);
+        assert_eq!(same.secrets, ["s3cret"]);
+        let reason = match parse_line(4, r#"{"path": "/x", "headers": {"x-leak": "${HOME}"}}"#).kind {
+            LineKind::Invalid(reason) => reason,
+            other => panic!("expected an invalid line, got {other:?}"),
+        };
+        assert!(reason.starts_with("headers.x-leak: `${…}`"), "{reason}");
+        assert_eq!(
+            origin("https://user:pw@Api.test:8443/v1?key=k"),
+            "https://api.test:8443"
         );
     }
 
     #[test]
-    fn bad_lines_name_their_line_and_field() {
+    fn bad_lines_name_their_field() {
         let reason = |text: &str| match parse_line(7, text).kind {
             LineKind::Invalid(reason) => reason,
             other => panic!("expected an invalid line, got {other:?}"),
         };
-        assert!(reason("{not json").starts_with("line 7: (line): not valid JSON"));
+        assert!(reason("{not json").starts_with("(line): not valid JSON"));
         assert!(reason("[1,2]").contains("must be a JSON object"));
-        assert!(reason(r#"{"path": "/x", "method": "YELL"}"#).starts_with("line 7: method:"));
-        assert!(reason(r#"{"url": "ftp://x"}"#).starts_with("line 7: url:"));
-        assert!(reason(r#"{"path": "/x", "headers": {"a": 1}}"#).starts_with("line 7: headers.a:"));
-        assert!(reason(r#"{"path": "/x", "color": "red"}"#).starts_with("line 7: color:"));
+        assert!(reason(r#"{"path": "/x", "method": "YELL"}"#).starts_with("method:"));
+        assert!(reason(r#"{"url": "ftp://x"}"#).starts_with("url:"));
+        assert!(reason(r#"{"path": "/x", "headers": {"a": 1}}"#).starts_with("headers.a:"));
+        assert!(reason(r#"{"path": "/x", "color": "red"}"#).starts_with("color:"));
         let missing = template()
             .prepare(&parse_line(9, r#"{"text": "hi"}"#), &env)
             .unwrap_err();
-        assert!(missing.starts_with("line 9: id:"), "{missing}");
+        assert_eq!(missing.field, "id");
+        let invalid = template().prepare(&parse_line(9, "{not json"), &env).unwrap_err();
+        assert_eq!(invalid.field, "(line)");
         let no_env = RequestTemplate {
             headers: [("x-key".to_owned(), "${NOPE}".to_owned())].into(),
             ..template()
@@ -510,6 +600,6 @@ mod tests {
         let err = no_env
             .prepare(&parse_line(1, r#"{"id": 1, "text": "x"}"#), &env)
             .unwrap_err();
-        assert!(err.contains("`NOPE` is not set"), "{err}");
+        assert!(err.to_string().contains("`NOPE` is not set"), "{err}");
     }
 }

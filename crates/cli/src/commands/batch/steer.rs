@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use serde_json::json;
+use tem_core::{BatchId, Engine};
 
 use super::{DbArg, find, open};
 use crate::say;
@@ -30,11 +31,10 @@ pub struct InterruptArgs {
 
 pub async fn interrupt(args: InterruptArgs) -> anyhow::Result<ExitCode> {
     let target = &args.target;
-    let (engine, db) = open(&target.db).await?;
-    let batch = find(&engine, &db, &target.code).await?;
-    let result = engine.interrupt(batch.id, &args.message).await;
-    engine.close().await;
-    result?;
+    on_batch(target, async |engine, batch| {
+        engine.interrupt(batch, &args.message).await
+    })
+    .await?;
     print(
         target,
         json!({ "batch": target.code, "status": "interrupted" }),
@@ -47,11 +47,7 @@ pub async fn interrupt(args: InterruptArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn resume(args: Args) -> anyhow::Result<ExitCode> {
-    let (engine, db) = open(&args.db).await?;
-    let batch = find(&engine, &db, &args.code).await?;
-    let result = engine.resume(batch.id).await;
-    engine.close().await;
-    let resumed = result?;
+    let resumed = on_batch(&args, async |engine, batch| engine.resume(batch).await).await?;
     print(
         &args,
         json!({ "batch": args.code, "reactivated": resumed.reactivated, "requeued": resumed.requeued }),
@@ -69,11 +65,7 @@ pub async fn resume(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn cancel(args: Args) -> anyhow::Result<ExitCode> {
-    let (engine, db) = open(&args.db).await?;
-    let batch = find(&engine, &db, &args.code).await?;
-    let result = engine.cancel(batch.id).await;
-    engine.close().await;
-    let cancelled = result?;
+    let cancelled = on_batch(&args, async |engine, batch| engine.cancel(batch).await).await?;
     print(
         &args,
         json!({ "batch": args.code, "cancelled": cancelled }),
@@ -85,19 +77,30 @@ pub async fn cancel(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn retry_failed(args: Args) -> anyhow::Result<ExitCode> {
-    let (engine, db) = open(&args.db).await?;
-    let batch = find(&engine, &db, &args.code).await?;
-    let result = engine.retry_failed(batch.id).await;
-    engine.close().await;
-    let reset = result?;
+    let reset = on_batch(&args, async |engine, batch| engine.retry_failed(batch).await).await?;
     print(
         &args,
         json!({ "batch": args.code, "requeued": reset }),
         format!(
-            "{reset} failed task(s) of `{}` are pending again with fresh attempts; rerun the run-batch command to run them",
+            "{reset} failed task(s) of `{}` are pending again with fresh attempts; rerun the run-batch \
+             command to run them (with --resume if the batch is interrupted)",
             args.code
         ),
     )
+}
+
+/// Opens the database, finds the batch, applies `change`, and closes the database.
+async fn on_batch<T>(
+    args: &Args,
+    change: impl AsyncFnOnce(&Engine, BatchId) -> tem_core::Result<T>,
+) -> anyhow::Result<T> {
+    let (engine, db) = open(&args.db).await?;
+    let result = match find(&engine, &db, &args.code).await {
+        Ok(batch) => change(&engine, batch.id).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    engine.close().await;
+    result
 }
 
 fn print(args: &Args, document: serde_json::Value, text: String) -> anyhow::Result<ExitCode> {

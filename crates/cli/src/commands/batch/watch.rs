@@ -12,6 +12,10 @@ use crate::progress::Progress;
 use crate::report_view;
 use crate::say;
 
+/// How long a batch may sit still, with nothing running, before watch asks whether anything
+/// runs it.
+const IDLE_HINT_AFTER: Duration = Duration::from_secs(30);
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The batch code.
@@ -39,10 +43,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut view = Progress::new(display, &args.code);
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut ticker = tokio::time::interval(args.interval);
+    let mut last_change = (tokio::time::Instant::now(), batch.stats);
+    let mut hinted = false;
     let batch = loop {
         ticker.tick().await;
         let batch = engine.batch(batch.id).await?;
         view.update(&batch.stats);
+        if batch.stats != last_change.1 {
+            last_change = (tokio::time::Instant::now(), batch.stats);
+        } else if !hinted && batch.stats.running == 0 && last_change.0.elapsed() >= IDLE_HINT_AFTER {
+            hinted = true;
+            view.note(&format!(
+                "nothing has run for {}s and nothing is running: is `tem run-batch` running for `{}`? \
+                 (watch only looks; --timeout ends it)",
+                IDLE_HINT_AFTER.as_secs(),
+                batch.code
+            ));
+        }
         if args.json {
             say!(
                 "{}",

@@ -44,11 +44,8 @@ impl SqliteStore {
     /// Opens (and migrates) the database at `url`.
     pub async fn open(url: &str, options: &EngineOptions) -> Result<Self> {
         let (connect, file) = connect_options(url)?;
-        if let Some(path) = &file
-            && !options.create_if_missing
-            && !path.exists()
-        {
-            return Err(Error::DatabaseMissing(path.display().to_string()));
+        if let Some(path) = &file {
+            check_is_ours(path, options.create_if_missing).await?;
         }
         let connect = connect
             .create_if_missing(options.create_if_missing)
@@ -75,20 +72,6 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(120))
             .connect_with(connect.clone())
             .await?;
-        if let Some(path) = &file
-            && !options.create_if_missing
-        {
-            // A command that must not create a database must not turn some other SQLite file
-            // into one either.
-            let ours: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-            )
-            .fetch_one(&write)
-            .await?;
-            if ours == 0 {
-                return Err(Error::NotTemDatabase(path.display().to_string()));
-            }
-        }
         migrate(&write).await?;
 
         let read = if file.is_some() {
@@ -120,6 +103,67 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// Refuses a file that is not a tem database before anything touches it (WAL mode and the
+/// migrations both write): a missing file unless we may create it, another application's SQLite
+/// file, or something that is not SQLite at all. An empty file is a new database.
+async fn check_is_ours(path: &std::path::Path, create_if_missing: bool) -> Result<()> {
+    let shown = || path.display().to_string();
+    let size = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return if create_if_missing {
+                Ok(())
+            } else {
+                Err(Error::DatabaseMissing(shown()))
+            };
+        }
+        Err(e) => return Err(Error::Io(e)),
+    };
+    if size == 0 {
+        return if create_if_missing {
+            Ok(())
+        } else {
+            Err(Error::NotTemDatabase(shown()))
+        };
+    }
+    let probe = SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut conn = match sqlx::ConnectOptions::connect(&probe).await {
+        Ok(conn) => conn,
+        Err(e) => return Err(not_ours_or(e, shown())),
+    };
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| not_ours_or(e, shown()))?;
+    let _ = sqlx::Connection::close(conn).await;
+    // Every table one of ours (a database mid-migration by another process has only some).
+    const TEM_TABLES: [&str; 6] = [
+        "_sqlx_migrations",
+        "batch",
+        "task",
+        "task_attempt",
+        "limit_pause",
+        "batch_interruption",
+    ];
+    let ours = tables.iter().any(|t| t == "_sqlx_migrations")
+        && tables
+            .iter()
+            .all(|t| TEM_TABLES.contains(&t.as_str()) || t.starts_with("sqlite_"));
+    if ours || (tables.is_empty() && create_if_missing) {
+        Ok(())
+    } else {
+        Err(Error::NotTemDatabase(shown()))
+    }
+}
+
+/// SQLite's "file is not a database" as [`Error::NotTemDatabase`]; anything else as it is.
+fn not_ours_or(error: sqlx::Error, path: String) -> Error {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("26") => Error::NotTemDatabase(path),
+        _ => Error::Database(error),
     }
 }
 

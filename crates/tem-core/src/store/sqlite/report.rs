@@ -56,12 +56,18 @@ impl SqliteStore {
     }
 
     /// How many finished tasks needed one attempt, more, or failed; the most attempts used.
+    /// Attempts are counted from the history (every one that did not succeed, aborted ones
+    /// aside) plus the success, so counters reset by retry-failed or resume cannot hide any.
     pub async fn retry_analysis(&self, batch: BatchId) -> Result<RetryAnalysis> {
         let row = sqlx::query(
-            "SELECT coalesce(sum(status = 'completed' AND attempt <= 1), 0), \
-                    coalesce(sum(status = 'completed' AND attempt > 1), 0), \
-                    coalesce(sum(status = 'failed'), 0), coalesce(max(attempt), 0) \
-             FROM task WHERE batch_id = ? AND status IN ('completed', 'failed')",
+            "SELECT coalesce(sum(t.status = 'completed' AND h.n IS NULL), 0), \
+                    coalesce(sum(t.status = 'completed' AND h.n IS NOT NULL), 0), \
+                    coalesce(sum(t.status = 'failed'), 0), \
+                    coalesce(max(coalesce(h.n, 0) + (t.status = 'completed')), 0) \
+             FROM task t LEFT JOIN ( \
+                 SELECT task_id, count(*) AS n FROM task_attempt \
+                 WHERE batch_id = ?1 AND outcome <> 'aborted' GROUP BY task_id) h ON h.task_id = t.id \
+             WHERE t.batch_id = ?1 AND t.status IN ('completed', 'failed')",
         )
         .bind(batch.0)
         .fetch_one(&self.read)
@@ -71,7 +77,7 @@ impl SqliteStore {
             completed_after_retries: row.try_get(1)?,
             failed: row.try_get(2)?,
             retries: 0,
-            max_attempts_used: row.try_get(3)?,
+            max_attempts_used: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(u32::MAX),
             lost_to_crashes: 0,
         })
     }
