@@ -46,6 +46,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// Serve an HTTP API simulator (rate limits, concurrency caps, errors) or a Teraslice mock.
     MockServer(commands::mock_server::Args),
+    /// Durable Streams: `tem streams serve` runs an append-only HTTP stream server.
+    Streams(commands::streams::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
             Command::Batch(args) => commands::batch::run(args).await,
             Command::Demo(args) => commands::demo::run_command(args).await,
             Command::MockServer(args) => commands::mock_server::run(args).await,
+            Command::Streams(args) => commands::streams::run(args).await,
         }
     });
     match result {

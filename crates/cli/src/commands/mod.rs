@@ -4,3 +4,4 @@ pub mod batch;
 pub mod demo;
 pub mod mock_server;
 pub mod run_batch;
+pub mod streams;

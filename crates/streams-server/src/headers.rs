@@ -1,0 +1,81 @@
+//! The protocol's header names, and the headers every response carries (security and CORS).
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::offset::Offset;
+
+pub const STREAM_NEXT_OFFSET: &str = "stream-next-offset";
+pub const STREAM_UP_TO_DATE: &str = "stream-up-to-date";
+pub const STREAM_CLOSED: &str = "stream-closed";
+pub const STREAM_CURSOR: &str = "stream-cursor";
+pub const STREAM_SEQ: &str = "stream-seq";
+pub const STREAM_TTL: &str = "stream-ttl";
+pub const STREAM_EXPIRES_AT: &str = "stream-expires-at";
+pub const STREAM_FORKED_FROM: &str = "stream-forked-from";
+pub const STREAM_FORK_OFFSET: &str = "stream-fork-offset";
+pub const STREAM_FORK_SUB_OFFSET: &str = "stream-fork-sub-offset";
+pub const STREAM_SSE_DATA_ENCODING: &str = "stream-sse-data-encoding";
+pub const PRODUCER_ID: &str = "producer-id";
+pub const PRODUCER_EPOCH: &str = "producer-epoch";
+pub const PRODUCER_SEQ: &str = "producer-seq";
+pub const PRODUCER_EXPECTED_SEQ: &str = "producer-expected-seq";
+pub const PRODUCER_RECEIVED_SEQ: &str = "producer-received-seq";
+
+const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
+const ALLOW_HEADERS: &str = "content-type, authorization, if-none-match, stream-seq, stream-ttl, \
+    stream-expires-at, stream-closed, stream-forked-from, stream-fork-offset, \
+    stream-fork-sub-offset, producer-id, producer-epoch, producer-seq";
+const EXPOSE_HEADERS: &str = "stream-next-offset, stream-up-to-date, stream-closed, stream-cursor, \
+    stream-ttl, stream-expires-at, stream-sse-data-encoding, producer-epoch, producer-seq, \
+    producer-expected-seq, producer-received-seq, etag, content-type, content-encoding, vary, location";
+
+/// A header value holding an offset (always visible ASCII).
+pub fn offset_value(offset: Offset) -> HeaderValue {
+    HeaderValue::from_str(&offset.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A request header as text, if present and visible ASCII.
+pub fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Whether a flag header says `true` (case-insensitive); any other value counts as absent.
+pub fn is_true(headers: &HeaderMap, name: &str) -> bool {
+    text(headers, name).is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Middleware: answers CORS preflights and stamps the security and CORS headers on every
+/// response, errors and live reads included, so browsers can use the server directly.
+pub async fn stamp(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("cross-origin"),
+    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
+    );
+    response
+}
