@@ -233,6 +233,11 @@ impl Stream {
         self.config.fork.as_ref().map_or(0, |fork| fork.at)
     }
 
+    /// How many group `fdatasync`s made this stream's appends durable (0 in memory).
+    pub fn syncs(&self) -> u64 {
+        self.sync.as_ref().map_or(0, GroupSync::syncs)
+    }
+
     /// The visible tail.
     pub fn tail(&self) -> Tail {
         *self.tail.borrow()

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct GroupSync {
     turn: tokio::sync::Mutex<()>,
     durable: AtomicU64,
+    syncs: AtomicU64,
 }
 
 impl GroupSync {
@@ -23,7 +24,13 @@ impl GroupSync {
         GroupSync {
             turn: tokio::sync::Mutex::new(()),
             durable: AtomicU64::new(durable),
+            syncs: AtomicU64::new(0),
         }
+    }
+
+    /// How many `fdatasync`s this segment has had since it was opened.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Returns once the file is durable up to `pos`. `snapshot` is called by the syncer to
@@ -46,6 +53,7 @@ impl GroupSync {
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(std::io::Error::other)??;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable.fetch_max(written, Ordering::AcqRel);
         Ok(Some(value))
     }
