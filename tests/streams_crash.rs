@@ -20,6 +20,9 @@ const ACKED_BEFORE_KILL: usize = 1500;
 /// Bound on each writer, whatever happens.
 const MAX_PER_WRITER: usize = 5_000;
 
+/// An acknowledged append: the offset its acknowledgement gave (where it ends) and its bytes.
+type Acked = (u64, Vec<u8>);
+
 fn start(dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(tem())
         .args(["streams", "serve", "--port", "0", "--data-dir"])
@@ -121,7 +124,7 @@ async fn sigkill_during_concurrent_appends_loses_no_acknowledged_append() {
         .expect("create");
     assert_eq!(created.status(), 201);
 
-    let acked: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let (count_tx, mut count_rx) = watch::channel(0usize);
     let count_tx = Arc::new(count_tx);
     let writers: Vec<_> = (0..WRITERS)
