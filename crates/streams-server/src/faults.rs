@@ -4,6 +4,7 @@
 //! (`POST|DELETE /_test/inject-error`) when test endpoints are enabled.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ struct Armed {
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
     armed: Arc<Mutex<HashMap<String, Armed>>>,
+    /// Whether any fault is armed: requests skip the lock when none is (the usual case).
+    any: Arc<AtomicBool>,
 }
 
 impl Faults {
@@ -79,13 +82,17 @@ impl Faults {
     pub fn inject(&self, path: &str, fault: Fault) -> Result<(), String> {
         fault.check()?;
         let remaining = fault.count.unwrap_or(1);
-        self.lock().insert(path.to_owned(), Armed { fault, remaining });
+        let mut armed = self.lock();
+        armed.insert(path.to_owned(), Armed { fault, remaining });
+        self.any.store(true, Ordering::Release);
         Ok(())
     }
 
     /// Disarms every fault.
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut armed = self.lock();
+        armed.clear();
+        self.any.store(false, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Armed>> {
@@ -94,6 +101,9 @@ impl Faults {
 
     /// The fault that hits this request, if any (using up one of its count).
     fn take(&self, path: &str, method: &str) -> Option<Fault> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let mut armed = self.lock();
         let entry = armed.get_mut(path)?;
         if entry
@@ -113,6 +123,7 @@ impl Faults {
         entry.remaining -= 1;
         if entry.remaining == 0 {
             armed.remove(path);
+            self.any.store(!armed.is_empty(), Ordering::Release);
         }
         Some(fault)
     }
