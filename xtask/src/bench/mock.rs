@@ -2,10 +2,9 @@
 //! keep-alive load, and — given a checkout of the original TypeScript project — of the
 //! original's Bun mock server under the same load in the same run, with the ratio.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,7 +46,7 @@ struct Round {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let load_before = super::load_average();
-    let tem = tem_binary()?;
+    let tem = super::tem_binary()?;
     let bun_script = match &args.original {
         Some(original) => Some((bun_binary(args.bun.as_deref())?, bun_script(original)?)),
         None => None,
@@ -230,30 +229,8 @@ impl Server {
 
 /// Starts a server that prints its URL on stdout, and waits for that line.
 fn spawn_printing_url(command: &mut Command) -> anyhow::Result<Server> {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let stdout = child.stdout.take().context("the server's stdout")?;
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        anyhow::ensure!(
-            reader.read_line(&mut line)? > 0,
-            "the server exited before printing its address"
-        );
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            let addr = url.trim_start_matches("http://").trim_end_matches('/').parse()?;
-            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            return Ok(Server { child, addr });
-        }
-    }
-}
-
-fn tem_binary() -> anyhow::Result<PathBuf> {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "-p", "tem-cli", "--bin", "tem"])
-        .status()?;
-    anyhow::ensure!(status.success(), "building tem failed");
-    Ok(PathBuf::from("target/release/tem"))
+    let (child, addr) = super::spawn_printing_url(command)?;
+    Ok(Server { child, addr })
 }
 
 /// `bun` from the flag, PATH, or an npm install of bun@1.4.5 (the version the original was

@@ -1,20 +1,25 @@
 //! Group commit: concurrent appends to one segment share one `fdatasync`.
 //!
-//! Appenders write their record, then wait here for it to become durable. One of them at a time
-//! is the syncer: it notes how far the file has been written, syncs, and records that position
-//! as durable. Everyone who wrote before that note is covered by that one sync; everyone queued
-//! behind the syncer finds their record already durable when their turn comes. Under load one
-//! sync covers every append that arrived while the previous sync ran.
+//! Appenders write their record, then wait here for it to become durable. Whoever finds no
+//! sync running becomes the syncer: it notes how far the file has been written, syncs, records
+//! that position as durable and wakes every waiter at once. Everyone who wrote before the note
+//! is covered by that one sync and returns; anyone who wrote during it finds no sync running
+//! and starts the next, which covers everything written meanwhile. Under load each sync covers
+//! every append that arrived while the previous one ran, and no waiter queues behind another
+//! just to learn it is already done.
 
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The durable length of one segment file, and the turn to extend it.
-#[derive(Debug, Default)]
+use tokio::sync::watch;
+
+/// The durable length of one segment file, and the right to extend it.
+#[derive(Debug)]
 pub struct GroupSync {
-    turn: tokio::sync::Mutex<()>,
-    durable: AtomicU64,
+    syncing: AtomicBool,
+    /// Durable length; every change (and every failed sync) wakes the waiters.
+    durable: watch::Sender<u64>,
     syncs: AtomicU64,
 }
 
@@ -22,8 +27,8 @@ impl GroupSync {
     /// A segment whose first `durable` bytes are already on disk.
     pub fn new(durable: u64) -> GroupSync {
         GroupSync {
-            turn: tokio::sync::Mutex::new(()),
-            durable: AtomicU64::new(durable),
+            syncing: AtomicBool::new(false),
+            durable: watch::Sender::new(durable),
             syncs: AtomicU64::new(0),
         }
     }
@@ -36,25 +41,53 @@ impl GroupSync {
     /// Returns once the file is durable up to `pos`. `snapshot` is called by the syncer to
     /// learn how far the file is written (and what that means to the caller); the value it
     /// returns with that length is handed back once the sync succeeded, so the caller can
-    /// publish it. `None` means another append's sync already covered `pos`.
+    /// publish it. `None` means another append's sync covered `pos`.
     pub async fn sync_to<T: Send + 'static>(
         &self,
         pos: u64,
         snapshot: impl FnOnce() -> (Arc<File>, u64, T),
     ) -> std::io::Result<Option<T>> {
-        if self.durable.load(Ordering::Acquire) >= pos {
-            return Ok(None);
+        let mut durable = self.durable.subscribe();
+        loop {
+            if *durable.borrow_and_update() >= pos {
+                return Ok(None);
+            }
+            if self
+                .syncing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let _release = Release(self);
+                if *self.durable.borrow() >= pos {
+                    return Ok(None);
+                }
+                let (file, written, value) = snapshot();
+                tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .map_err(std::io::Error::other)??;
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.durable.send_if_modified(|durable| {
+                    let moved = written > *durable;
+                    *durable = (*durable).max(written);
+                    moved
+                });
+                return Ok(Some(value));
+            }
+            // A sync is running: wait for it to finish (whether or not it covers us).
+            if durable.changed().await.is_err() {
+                return Err(std::io::Error::other("the segment was closed"));
+            }
         }
-        let _turn = self.turn.lock().await;
-        if self.durable.load(Ordering::Acquire) >= pos {
-            return Ok(None);
-        }
-        let (file, written, value) = snapshot();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(std::io::Error::other)??;
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.durable.fetch_max(written, Ordering::AcqRel);
-        Ok(Some(value))
+    }
+}
+
+/// Gives up the syncer's role — also when the sync failed or the task was cancelled — and
+/// wakes the waiters so one of them can take it.
+struct Release<'a>(&'a GroupSync);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.syncing.store(false, Ordering::Release);
+        self.0.durable.send_modify(|_| {});
     }
 }
