@@ -248,6 +248,11 @@ impl Stream {
         self.tail.subscribe()
     }
 
+    /// Live readers (long-poll and SSE) waiting on this stream right now.
+    pub fn live_readers(&self) -> usize {
+        self.tail.receiver_count()
+    }
+
     /// Last GET or POST (or write before a restart), in Unix ms.
     pub fn last_access_ms(&self) -> u64 {
         self.last_access_ms.load(Ordering::Relaxed)
@@ -368,9 +373,7 @@ impl Stream {
         let base = self.base();
         match &mut state.body {
             Body::Memory(bytes) => bytes.extend_from_slice(&record.data),
-            Body::File(segment) => segment
-                .append(&record, start - base)
-                .map_err(|error| StreamError::Storage(format!("writing {}: {error}", self.path)))?,
+            Body::File(segment) => segment.append(&record, start - base),
         }
         for len in &record.message_lens {
             state.end += u64::from(*len);
@@ -408,15 +411,15 @@ impl Stream {
             return Ok(());
         };
         let snapshot = || {
-            let state = self.lock();
-            let Body::File(segment) = &state.body else {
-                unreachable!("only file-backed streams have a group sync");
-            };
+            let mut state = self.lock();
             let tail = Tail {
                 offset: Offset(state.end),
                 closed: state.closed,
             };
-            (segment.file(), segment.written(), tail)
+            let Body::File(segment) = &mut state.body else {
+                unreachable!("only file-backed streams have a group sync");
+            };
+            (segment.take_pending(), segment.written(), tail)
         };
         match sync.sync_to(pos, snapshot).await {
             Ok(Some(tail)) => {
@@ -425,9 +428,9 @@ impl Stream {
             }
             Ok(None) => Ok(()),
             Err(error) => {
-                // After a failed fsync the kernel may have dropped the dirty pages: what is on
-                // disk is unknown, so this stream acknowledges nothing more until a restart
-                // re-reads it.
+                // After a failed write or fsync the kernel may have dropped the dirty pages:
+                // what is on disk is unknown, so this stream acknowledges nothing more until a
+                // restart re-reads it.
                 let reason = format!("syncing {}: {error}", self.path);
                 tracing::error!(%reason, "stream stops accepting appends");
                 self.lock().failed = Some(reason.clone());

@@ -125,7 +125,17 @@ async fn shutdown_ends_live_reads_and_finishes_promptly() {
         .expect("SSE");
     let first = sse.chunk().await.expect("bytes").expect("a first event");
     assert!(String::from_utf8_lossy(&first).contains("upToDate"));
-    // Both readers are connected (the SSE one has had its first event): stop the server.
+    // Stop only once both readers are parked on the stream.
+    let stream = server.store().lookup("/v1/stream/closing").await.expect("stream");
+    for _ in 0..1000 {
+        if stream.live_readers() >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(stream.live_readers(), 2, "both readers wait on the stream");
+    drop(stream);
     let stopped = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), server.stop())
         .await

@@ -534,12 +534,11 @@ fn same_config(existing: &Stream, request: &CreateRequest) -> bool {
     }
 }
 
-/// A segment's records written, for a store that creates streams on disk.
-pub(crate) fn write_records(segment: &mut Segment, records: &[Record]) -> std::io::Result<()> {
+/// A new segment's first records, for a store that creates streams on disk.
+pub(crate) fn write_records(segment: &mut Segment, records: &[Record]) {
     let mut start = 0;
     for record in records {
-        segment.append(record, start)?;
+        segment.append(record, start);
         start += record.data.len() as u64;
     }
-    Ok(())
 }

@@ -8,11 +8,11 @@
 //! every append that arrived while the previous one ran, and no waiter queues behind another
 //! just to learn it is already done.
 
-use std::fs::File;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::watch;
+
+use super::segment::Flush;
 
 /// The durable length of one segment file, and the right to extend it.
 #[derive(Debug)]
@@ -38,14 +38,14 @@ impl GroupSync {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Returns once the file is durable up to `pos`. `snapshot` is called by the syncer to
-    /// learn how far the file is written (and what that means to the caller); the value it
-    /// returns with that length is handed back once the sync succeeded, so the caller can
+    /// Returns once the file is durable up to `pos`. `snapshot` is called by the syncer to take
+    /// the pending bytes and learn how far they reach (and what that means to the caller); the
+    /// value it returns is handed back once they are written and synced, so the caller can
     /// publish it. `None` means another append's sync covered `pos`.
     pub async fn sync_to<T: Send + 'static>(
         &self,
         pos: u64,
-        snapshot: impl FnOnce() -> (Arc<File>, u64, T),
+        snapshot: impl FnOnce() -> (Flush, u64, T),
     ) -> std::io::Result<Option<T>> {
         let mut durable = self.durable.subscribe();
         loop {
@@ -61,8 +61,8 @@ impl GroupSync {
                 if *self.durable.borrow() >= pos {
                     return Ok(None);
                 }
-                let (file, written, value) = snapshot();
-                tokio::task::spawn_blocking(move || file.sync_data())
+                let (flush, written, value) = snapshot();
+                tokio::task::spawn_blocking(move || flush.write_and_sync())
                     .await
                     .map_err(std::io::Error::other)??;
                 self.syncs.fetch_add(1, Ordering::Relaxed);

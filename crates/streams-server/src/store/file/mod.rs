@@ -96,8 +96,8 @@ impl FileStore {
     /// Creates a durable segment holding `records`.
     pub fn create_segment(&self, id: u64, records: &[Record]) -> std::io::Result<Segment> {
         let mut segment = Segment::create(&self.segment_path(id))?;
-        write_records(&mut segment, records)?;
-        segment.file().sync_all()?;
+        write_records(&mut segment, records);
+        segment.take_pending().write_and_sync()?;
         File::open(&self.segments)?.sync_all()?;
         Ok(segment)
     }

@@ -175,11 +175,38 @@ struct Extent {
 }
 
 /// An open segment file and the index of its records.
+///
+/// Appends are buffered: [`Segment::append`] only encodes the record into `pending`, and the
+/// group syncer writes everything pending with one `pwrite` before its `fdatasync`
+/// ([`Segment::take_pending`]). So a burst of appends costs one write and one sync, not one write
+/// each; nothing pending is ever readable, since readers only see what a sync made durable.
 #[derive(Debug)]
 pub struct Segment {
     file: Arc<File>,
+    /// Bytes appended, pending ones included.
     len: u64,
+    /// Bytes handed to the file.
+    flushed: u64,
+    pending: Vec<u8>,
     extents: Vec<Extent>,
+}
+
+/// Pending bytes and where they go: the write (and sync) a group syncer performs.
+#[derive(Debug)]
+pub struct Flush {
+    file: Arc<File>,
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl Flush {
+    /// Writes the bytes, then makes the file durable up to their end.
+    pub fn write_and_sync(self) -> io::Result<()> {
+        if !self.bytes.is_empty() {
+            self.file.write_all_at(&self.bytes, self.at)?;
+        }
+        self.file.sync_data()
+    }
 }
 
 /// The bytes of a stream range, to be read from a segment without holding the stream's lock.
@@ -204,6 +231,8 @@ impl Segment {
         Ok(Segment {
             file: Arc::new(file),
             len: 0,
+            flushed: 0,
+            pending: Vec::new(),
             extents: Vec::new(),
         })
     }
@@ -216,6 +245,8 @@ impl Segment {
         let mut segment = Segment {
             file: Arc::new(file),
             len: 0,
+            flushed: 0,
+            pending: Vec::new(),
             extents: Vec::new(),
         };
         let mut stream_len = 0u64;
@@ -231,6 +262,7 @@ impl Segment {
             at += record_len;
         }
         segment.len = at as u64;
+        segment.flushed = at as u64;
         if at < bytes.len() {
             tracing::warn!(path = %path.display(), kept = at, dropped = bytes.len() - at, "cutting a torn tail");
             segment.file.set_len(at as u64)?;
@@ -239,28 +271,33 @@ impl Segment {
         Ok((segment, stream_len))
     }
 
-    /// The file, for `fdatasync`.
-    pub fn file(&self) -> Arc<File> {
-        self.file.clone()
-    }
-
-    /// File bytes written so far (durable or not).
+    /// File bytes appended so far (pending, written or durable).
     pub fn written(&self) -> u64 {
         self.len
     }
 
-    /// Writes a record holding stream bytes from `start`. On error nothing is indexed, and the
-    /// next write goes to the same place, so a failed write leaves no trace that counts.
-    pub fn append(&mut self, record: &Record, start: u64) -> io::Result<()> {
+    /// Appends a record holding stream bytes from `start` to the pending bytes.
+    pub fn append(&mut self, record: &Record, start: u64) {
         let (bytes, data_offset) = record.encode();
-        self.file.write_all_at(&bytes, self.len)?;
         self.extents.push(Extent {
             start,
             pos: self.len + data_offset as u64,
             len: record.data.len() as u64,
         });
         self.len += bytes.len() as u64;
-        Ok(())
+        self.pending.extend_from_slice(&bytes);
+    }
+
+    /// Hands over everything pending, to be written and synced (by one syncer at a time, so
+    /// flushes land in order).
+    pub fn take_pending(&mut self) -> Flush {
+        let at = self.flushed;
+        self.flushed = self.len;
+        Flush {
+            file: self.file.clone(),
+            at,
+            bytes: std::mem::take(&mut self.pending),
+        }
     }
 
     /// A plan to read stream bytes `[from, to)`, which must lie within written records.
@@ -339,8 +376,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.seg");
         let mut segment = Segment::create(&path).expect("create");
-        segment.append(&record(b"hello", &[5]), 0).expect("write");
-        segment.append(&record(b"world!", &[6]), 5).expect("write");
+        segment.append(&record(b"hello", &[5]), 0);
+        segment.append(&record(b"world!", &[6]), 5);
+        segment.take_pending().write_and_sync().expect("write");
         let whole = segment.written();
         let (torn, _) = record(b"lost", &[4]).encode();
         segment
