@@ -44,6 +44,8 @@ enum Command {
     Batch(commands::batch::Args),
     /// Run a 10,000-call batch against a simulated rate-limited, flaky API and print the report.
     Demo(commands::demo::Args),
+    /// Find an API's concurrency and rate limits within a request budget (and write them to tem.toml).
+    Detect(commands::detect::Args),
     /// Serve an HTTP API simulator (rate limits, concurrency caps, errors) or a Teraslice mock.
     MockServer(commands::mock_server::Args),
     /// Durable Streams: `tem streams serve` runs an append-only HTTP stream server.
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Command::RunBatch(args) => commands::run_batch::run_command(*args).await,
             Command::Batch(args) => commands::batch::run(args).await,
             Command::Demo(args) => commands::demo::run_command(args).await,
+            Command::Detect(args) => commands::detect::run(args).await,
             Command::MockServer(args) => commands::mock_server::run(args).await,
             Command::Streams(args) => commands::streams::run(args).await,
         }

@@ -55,9 +55,9 @@ pub struct Budget {
 pub struct Headers {
     /// `Retry-After` on 429 (seconds until a request would be accepted).
     pub retry_after: bool,
-    /// `X-RateLimit-Limit/Remaining/Reset` on 429.
+    /// `X-RateLimit-Limit/Remaining/Reset` (and `RateLimit-Policy` for whole-second windows) on 429.
     pub rate_limit_on_429: bool,
-    /// `X-RateLimit-Limit/Remaining/Reset` on 2xx.
+    /// `X-RateLimit-Limit/Remaining/Reset` (and `RateLimit-Policy`) on 2xx.
     pub rate_limit_on_success: bool,
 }
 

@@ -181,6 +181,17 @@ impl Service {
         headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(self.config.rate_limit.limit));
         headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
         headers.insert(X_RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset)));
+        // The IETF draft's policy states the window too, which X-RateLimit-* never does.
+        let window_ms = self.config.rate_limit.window_ms;
+        if window_ms.is_multiple_of(1000)
+            && let Ok(policy) = HeaderValue::from_str(&format!(
+                "{};w={}",
+                self.config.rate_limit.limit,
+                window_ms / 1000
+            ))
+        {
+            headers.insert(RATELIMIT_POLICY, policy);
+        }
     }
 
     fn answer(&self, status: StatusCode, body: serde_json::Value, headers: HeaderMap) -> Response {
@@ -223,6 +234,7 @@ pub type SharedService = Arc<Service>;
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// Whole seconds, rounded up: a client that waits this long will fit.
 fn ceil_secs(d: Duration) -> u64 {

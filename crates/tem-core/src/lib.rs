@@ -26,11 +26,12 @@
 //! Map: [`Engine`] opens a database and manages batches; a [`Worker`] runs them; [`limit`]
 //! holds the rate limiter (GCRA), weighted budget and adaptive concurrency (AIMD); [`outcome`]
 //! turns HTTP responses into typed outcomes; [`http`] runs batches of HTTP calls from JSONL
-//! input; [`BatchReport`] says what happened in a batch; [`resilience`] offers retry, a bounded
+//! input; [`detect`] finds a remote API's concurrency and rate limits; [`BatchReport`] says what happened in a batch; [`resilience`] offers retry, a bounded
 //! runner and a semaphore on their own. Timestamps are integer milliseconds since the Unix epoch (UTC).
 
 mod batch;
 mod committer;
+pub mod detect;
 mod engine;
 mod error;
 mod events;
