@@ -2,34 +2,15 @@
 //! config file, serves the Teraslice mock, refuses bad input naming the flag or field, and exits
 //! 0 after `POST /shutdown`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
-use tem_e2e::binary::tem;
+use tem_e2e::binary::{start_server, tem};
 
 /// Starts `tem mock-server ARGS` and returns it with the URL it printed.
 fn start(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(tem())
-        .arg("mock-server")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tem mock-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut reader = BufReader::new(stdout);
-    let mut first = String::new();
-    reader.read_line(&mut first).expect("the first line");
-    // Keep reading what it prints, as a terminal would.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in `{first}`"))
-        .to_owned();
-    (child, url)
+    start_server(std::iter::once("mock-server").chain(args.iter().copied()))
 }
 
 /// Waits (bounded) for the process to exit; returns its exit code.

@@ -346,10 +346,13 @@ async fn sigkill_mid_run_then_rerun_calls_every_successful_task_once() {
         );
     }
     assert_eq!(calls.len(), 150, "every task was called");
+    // Only tasks the killed run held could run twice: in flight, or finished but not yet
+    // committed. A worker holds at most 2 x concurrency (4) leased tasks, those claimed ahead
+    // included, and under load all of them may be finished and waiting for their commit.
     let repeated = calls.values().filter(|n| **n > 1).count();
     assert!(
-        repeated <= 4,
-        "only calls in flight at the kill ran twice ({repeated})"
+        repeated <= 2 * 4,
+        "only tasks the killed run held ran twice ({repeated})"
     );
 }
 

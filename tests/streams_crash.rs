@@ -6,12 +6,11 @@
 //! The test reads offsets as byte positions (`…_<bytes>`), which is this server's documented
 //! offset format; clients in general must treat offsets as opaque.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tem_e2e::binary::tem;
+use tem_e2e::binary::start_server;
 use tokio::sync::watch;
 
 const WRITERS: usize = 16;
@@ -24,23 +23,15 @@ const MAX_PER_WRITER: usize = 5_000;
 type Acked = (u64, Vec<u8>);
 
 fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(tem())
-        .args(["streams", "serve", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tem streams serve");
-    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    reader.read_line(&mut first).expect("the first line");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in `{first}`"))
-        .to_owned();
-    (child, url)
+    let args: [&std::ffi::OsStr; 6] = [
+        "streams".as_ref(),
+        "serve".as_ref(),
+        "--port".as_ref(),
+        "0".as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ];
+    start_server(args)
 }
 
 /// A self-describing message of varying length: `[w=WW s=SSSSSS n=NNNN]` + NNNN filler bytes + `;`.

@@ -2,8 +2,10 @@
 //! `CARGO_BIN_EXE_tem`, so this asks cargo for it (a no-op when it is up to date) once per
 //! test process, in the same profile as the tests.
 
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 /// The path of the `tem` executable, built if needed.
@@ -37,4 +39,29 @@ pub fn tem() -> PathBuf {
         profile_dir.join("tem")
     })
     .clone()
+}
+
+/// Starts `tem ARGS` — a server command that prints its URL on its first line — and returns the
+/// process with that URL. The rest of its output is drained, as a terminal would.
+pub fn start_server<I, S>(args: I) -> (Child, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = Command::new(tem())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tem");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("the first line");
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in `{first}`"))
+        .to_owned();
+    (child, url)
 }

@@ -43,6 +43,16 @@ pub enum ReadFrom {
 }
 
 impl ReadFrom {
+    /// The position this names in a stream whose visible tail is at `tail`; an offset past the
+    /// tail reads as the tail (an empty, up-to-date answer).
+    pub fn position(self, tail: u64) -> u64 {
+        match self {
+            ReadFrom::Start => 0,
+            ReadFrom::Now => tail,
+            ReadFrom::At(offset) => offset.0.min(tail),
+        }
+    }
+
     /// Parses the `offset` query parameter (all its occurrences, since repeating it is an error).
     pub fn from_query(values: &[&str]) -> Result<Option<ReadFrom>, StreamError> {
         match values {

@@ -452,11 +452,7 @@ impl Stream {
     /// Reads from `from`, at most about `max` bytes (whole messages for JSON and text).
     pub fn read(&self, from: ReadFrom, max: usize) -> Result<Chunk, StreamError> {
         let tail = self.tail();
-        let start = match from {
-            ReadFrom::Start => 0,
-            ReadFrom::Now => tail.offset.0,
-            ReadFrom::At(offset) => offset.0.min(tail.offset.0),
-        };
+        let start = from.position(tail.offset.0);
         let end = self.chunk_end(start, tail.offset.0, max);
         let mut data = Vec::with_capacity((end - start) as usize);
         self.collect(start, end, &mut data)?;

@@ -22,11 +22,7 @@ pub async fn respond(
 ) -> Result<Response, StreamError> {
     let mut watch = stream.watch();
     let tail = *watch.borrow_and_update();
-    let pos = match from {
-        ReadFrom::Start => 0,
-        ReadFrom::Now => tail.offset.0,
-        ReadFrom::At(offset) => offset.0.min(tail.offset.0),
-    };
+    let pos = from.position(tail.offset.0);
     let cursor = state.options.cursor.respond(client_cursor, SystemTime::now());
     let max = state.options.max_read_bytes;
     let deadline = tokio::time::sleep(state.options.long_poll_timeout);

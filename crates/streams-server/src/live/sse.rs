@@ -35,11 +35,7 @@ pub fn respond(
 ) -> Response {
     let mut watch = stream.watch();
     let tail = *watch.borrow_and_update();
-    let pos = match from {
-        ReadFrom::Start => 0,
-        ReadFrom::Now => tail.offset.0,
-        ReadFrom::At(offset) => offset.0.min(tail.offset.0),
-    };
+    let pos = from.position(tail.offset.0);
     let binary = stream.config.kind == Kind::Binary;
     let options = state.options.clone();
     let first_cursor = options

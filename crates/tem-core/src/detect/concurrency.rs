@@ -8,6 +8,8 @@
 //! the last clean burst and the failed one narrows it to within 10 %. A 429 is the rate limit
 //! speaking, not concurrency: the search stops there rather than shrink the estimate.
 
+use std::time::Duration;
+
 use super::probe::{Answer, Prober, count};
 use super::{DetectError, Finding, Log};
 
@@ -39,7 +41,7 @@ pub async fn search(
                 overflow = Some((size, accepted));
                 break;
             }
-            Burst::RateLimited => return Ok(stopped(passed, None, evidence)),
+            Burst::RateLimited { .. } => return Ok(stopped(passed, None, evidence)),
         }
         size = size.saturating_mul(2).min(max);
     }
@@ -61,7 +63,7 @@ pub async fn search(
     let named = accepted.clamp(passed, failed - 1);
     if named > passed {
         match try_burst(prober, named, evidence).await? {
-            None | Some(Burst::RateLimited) => return Ok(stopped(passed, Some(failed), evidence)),
+            None | Some(Burst::RateLimited { .. }) => return Ok(stopped(passed, Some(failed), evidence)),
             Some(Burst::Passed) => passed = named,
             Some(Burst::Overflowed { .. }) => failed = named,
         }
@@ -69,7 +71,7 @@ pub async fn search(
     while passed != accepted && failed - passed > 1 && failed - passed > passed / 10 {
         let middle = passed + (failed - passed) / 2;
         match try_burst(prober, middle, evidence).await? {
-            None | Some(Burst::RateLimited) => return Ok(stopped(passed, Some(failed), evidence)),
+            None | Some(Burst::RateLimited { .. }) => return Ok(stopped(passed, Some(failed), evidence)),
             Some(Burst::Passed) => passed = middle,
             Some(Burst::Overflowed { .. }) => failed = middle,
         }
@@ -91,12 +93,38 @@ pub async fn search(
 
 enum Burst {
     Passed,
-    Overflowed { accepted: u32 },
-    RateLimited,
+    Overflowed {
+        accepted: u32,
+    },
+    /// Refused by the rate limit; `wait` is how long the API asked to wait.
+    RateLimited {
+        wait: Option<Duration>,
+    },
 }
 
-/// One burst; `None` when the budget cannot pay for it.
+/// One burst; `None` when the budget cannot pay for it. A burst that meets the rate limit is
+/// retried once after the wait the API asked for (`Retry-After`), since a 429 says the window's
+/// quota ran out, not that the burst was too wide.
 async fn try_burst(prober: &mut Prober, size: u32, evidence: &mut Log) -> Result<Option<Burst>, DetectError> {
+    let first = one_burst(prober, size, evidence).await?;
+    let Some(Burst::RateLimited { wait: Some(wait) }) = first else {
+        return Ok(first);
+    };
+    if wait > MAX_WAIT || wait >= prober.time_left() {
+        return Ok(first);
+    }
+    evidence.push(format!(
+        "waited {:.1} s as Retry-After asked, then retried the burst of {size}",
+        wait.as_secs_f64()
+    ));
+    tokio::time::sleep(wait).await;
+    one_burst(prober, size, evidence).await
+}
+
+/// The longest `Retry-After` waited out during the concurrency search.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
+async fn one_burst(prober: &mut Prober, size: u32, evidence: &mut Log) -> Result<Option<Burst>, DetectError> {
     let probes = match prober.burst(size).await {
         Ok(probes) => probes,
         Err(DetectError::BudgetSpent) => {
@@ -110,10 +138,13 @@ async fn try_burst(prober: &mut Prober, size: u32, evidence: &mut Log) -> Result
     let limited = count(&probes, Answer::RateLimited);
     let overloaded = count(&probes, Answer::Overloaded);
     if limited > 0 && overloaded == 0 {
-        evidence.push(format!(
-            "a burst of {size} met the rate limit ({limited} × 429): concurrency above that was not measurable"
-        ));
-        return Ok(Some(Burst::RateLimited));
+        evidence.push(format!("a burst of {size} met the rate limit ({limited} × 429)"));
+        let wait = probes
+            .iter()
+            .filter(|p| p.answer == Answer::RateLimited)
+            .filter_map(|p| crate::outcome::retry_after(&p.headers))
+            .max();
+        return Ok(Some(Burst::RateLimited { wait }));
     }
     if overloaded > 0 {
         return Ok(Some(Burst::Overflowed {
