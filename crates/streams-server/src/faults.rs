@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
@@ -99,8 +98,9 @@ impl Faults {
         self.armed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The fault that hits this request, if any (using up one of its count).
-    fn take(&self, path: &str, method: &str) -> Option<Fault> {
+    /// The fault that hits a request, if any (using up one of its count). Cheap when none is
+    /// armed: one atomic load.
+    pub fn take(&self, path: &str, method: &str) -> Option<Fault> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
@@ -129,11 +129,9 @@ impl Faults {
     }
 }
 
-/// Middleware applying armed faults.
-pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -> Response {
-    let Some(fault) = faults.take(request.uri().path(), request.method().as_str()) else {
-        return next.run(request).await;
-    };
+/// Serves a request through `fault`: delay, then drop, an injected status, or the real answer
+/// (`serve`) truncated or corrupted.
+pub async fn around(fault: Fault, serve: impl Future<Output = Response>) -> Response {
     let delay = fault.delay_ms.unwrap_or(0) + fault.jitter_ms.map_or(0, |j| rand::rng().random_range(0..=j));
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -154,7 +152,7 @@ pub async fn apply(State(faults): State<Faults>, request: Request, next: Next) -
         }
         return response;
     }
-    let response = next.run(request).await;
+    let response = serve.await;
     if fault.truncate_body_bytes.is_none() && !fault.corrupt_body {
         return response;
     }
@@ -209,16 +207,20 @@ pub async fn inject_endpoint(State(faults): State<Faults>, body: axum::body::Byt
         Ok(fault) => fault,
         Err(error) => return bad(format!("fault: {error}")),
     };
-    match faults.inject(&request.path, fault) {
+    let mut response = match faults.inject(&request.path, fault) {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(message) => bad(message),
-    }
+    };
+    crate::headers::stamp(response.headers_mut());
+    response
 }
 
 /// `DELETE /_test/inject-error`.
 pub async fn clear_endpoint(State(faults): State<Faults>) -> Response {
     faults.clear();
-    Json(serde_json::json!({ "ok": true })).into_response()
+    let mut response = Json(serde_json::json!({ "ok": true })).into_response();
+    crate::headers::stamp(response.headers_mut());
+    response
 }
 
 #[cfg(test)]

@@ -1,9 +1,6 @@
 //! The protocol's header names, and the headers every response carries (security and CORS).
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::offset::Offset;
 
@@ -47,15 +44,9 @@ pub fn is_true(headers: &HeaderMap, name: &str) -> bool {
     text(headers, name).is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
-/// Middleware: answers CORS preflights and stamps the security and CORS headers on every
-/// response, errors and live reads included, so browsers can use the server directly.
-pub async fn stamp(request: Request, next: Next) -> Response {
-    let mut response = if request.method() == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(request).await
-    };
-    let headers = response.headers_mut();
+/// Stamps the security and CORS headers every response carries — errors, live reads and
+/// preflights included — so browsers can use the server directly.
+pub fn stamp(headers: &mut HeaderMap) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -77,5 +68,4 @@ pub async fn stamp(request: Request, next: Next) -> Response {
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
     );
-    response
 }

@@ -24,13 +24,10 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::compression::CompressionLayer;
-use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 
 use crate::cursor::CursorOptions;
 use crate::error::Error;
 use crate::faults::{self, Fault, Faults};
-use crate::headers;
 use crate::hooks::{LifecycleEvent, LifecycleHook};
 use crate::http::{self, AppState};
 use crate::options::ServerOptions;
@@ -143,6 +140,7 @@ impl StreamServerBuilder {
             store: store.clone(),
             options: Arc::new(self.options),
             shutdown: shutdown.clone(),
+            faults: faults.clone(),
         };
         let mut router = http::router(state);
         if self.test_endpoints {
@@ -154,17 +152,6 @@ impl StreamServerBuilder {
                 .with_state(faults.clone());
             router = endpoints.merge(router);
         }
-        // Faults sit outside compression so a truncation cuts the bytes that go on the wire.
-        let compression =
-            CompressionLayer::new().compress_when(DefaultPredicate::new().and(SizeAbove::new(1024)));
-        let router = router
-            .layer(compression)
-            .layer(axum::middleware::from_fn_with_state(
-                faults.clone(),
-                faults::apply,
-            ))
-            .layer(axum::middleware::from_fn(headers::stamp));
-
         let addr = listener.local_addr()?;
         let listener = listener.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {

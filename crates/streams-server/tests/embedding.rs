@@ -225,3 +225,40 @@ async fn oversized_bodies_and_bad_paths_are_refused_with_the_reason() {
     assert_eq!(body["field"], "path");
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn large_reads_are_gzipped_for_clients_that_accept_it() {
+    use std::io::Read;
+    let server = StreamServer::builder().bind("127.0.0.1:0").await.expect("start");
+    let http = Client::new();
+    let url = format!("{}/v1/stream/big", server.url());
+    let text = "all work and no play ".repeat(500);
+    let created = http
+        .put(&url)
+        .header("content-type", "text/plain")
+        .body(text.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(created.status(), 201);
+    let gzipped = http
+        .get(format!("{url}?offset=-1"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers()["vary"], "accept-encoding");
+    assert_eq!(gzipped.headers()["x-content-type-options"], "nosniff");
+    let bytes = gzipped.bytes().await.expect("body");
+    assert!(bytes.len() < text.len() / 4);
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut plain)
+        .expect("gzip");
+    assert_eq!(plain, text);
+    let identity = http.get(format!("{url}?offset=-1")).send().await.expect("GET");
+    assert!(identity.headers().get("content-encoding").is_none());
+    assert_eq!(identity.text().await.expect("body"), text);
+    server.stop().await.expect("stop");
+}

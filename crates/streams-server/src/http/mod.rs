@@ -1,8 +1,11 @@
-//! The HTTP surface: one handler per method over the stream at the request's path.
+//! The HTTP surface: one handler per method over the stream at the request's path. Every
+//! response passes through [`dispatch`]: CORS preflights, injected faults, and the headers every
+//! response carries, without a middleware layer per concern on the hot path.
 
 mod append;
 mod create;
 mod delete;
+mod gzip;
 mod head;
 pub(crate) mod read;
 
@@ -16,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StreamError;
+use crate::faults::Faults;
 use crate::options::ServerOptions;
 use crate::store::Store;
 
@@ -26,6 +30,8 @@ pub struct AppState {
     pub options: Arc<ServerOptions>,
     /// Cancelled at shutdown: live reads answer at once instead of holding the server open.
     pub shutdown: CancellationToken,
+    /// Faults armed for client tests (see [`crate::faults`]).
+    pub faults: Faults,
 }
 
 /// The streams router (every path is a stream path).
@@ -35,16 +41,29 @@ pub fn router(state: AppState) -> Router {
 
 async fn dispatch(State(state): State<AppState>, RawQuery(query): RawQuery, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = handle(
-        &state,
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        query.as_deref(),
-        body,
-    )
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut response = if parts.method == Method::OPTIONS {
+        // A CORS preflight, for any path (the stream need not exist yet).
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let serve = async {
+            handle(
+                &state,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                query.as_deref(),
+                body,
+            )
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+        };
+        match state.faults.take(parts.uri.path(), parts.method.as_str()) {
+            Some(fault) => crate::faults::around(fault, serve).await,
+            None => serve.await,
+        }
+    };
+    crate::headers::stamp(response.headers_mut());
+    response
 }
 
 async fn handle(

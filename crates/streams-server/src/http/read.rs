@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, Query};
+use super::{AppState, Query, gzip};
 use crate::error::StreamError;
 use crate::headers;
 use crate::live::{long_poll, sse};
@@ -38,7 +38,7 @@ pub async fn get(
             if mode == "sse" {
                 Ok(sse::respond(state, stream, from, query.cursor.clone()))
             } else {
-                long_poll::respond(state, stream, from, query.cursor.as_deref()).await
+                long_poll::respond(state, stream, from, query.cursor.as_deref(), gzip::accepted(map)).await
             }
         }
         Some(_) => Err(StreamError::bad_request("live", "live must be long-poll or sse")),
@@ -48,7 +48,7 @@ pub async fn get(
 fn catch_up(stream: &Stream, from: ReadFrom, max: usize, map: &HeaderMap) -> Result<Response, StreamError> {
     let chunk = stream.read(from, max)?;
     if from == ReadFrom::Now {
-        let mut response = data_response(stream, chunk, StatusCode::OK);
+        let mut response = data_response(stream, chunk, StatusCode::OK, gzip::accepted(map));
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -74,7 +74,7 @@ fn catch_up(stream: &Stream, from: ReadFrom, max: usize, map: &HeaderMap) -> Res
         add_position_headers(response.headers_mut(), &chunk);
         response
     } else {
-        data_response(stream, chunk, StatusCode::OK)
+        data_response(stream, chunk, StatusCode::OK, gzip::accepted(map))
     };
     let out = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -84,8 +84,9 @@ fn catch_up(stream: &Stream, from: ReadFrom, max: usize, map: &HeaderMap) -> Res
     Ok(response)
 }
 
-/// A response carrying a chunk: its bytes as the client sees them and its position headers.
-pub fn data_response(stream: &Stream, chunk: Chunk, status: StatusCode) -> Response {
+/// A response carrying a chunk: its bytes as the client sees them (gzipped when large and
+/// `gzip` is accepted) and its position headers.
+pub fn data_response(stream: &Stream, chunk: Chunk, status: StatusCode, gzip: bool) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     let out = response.headers_mut();
@@ -93,7 +94,8 @@ pub fn data_response(stream: &Stream, chunk: Chunk, status: StatusCode) -> Respo
         out.insert(header::CONTENT_TYPE, content_type);
     }
     add_position_headers(out, &chunk);
-    *response.body_mut() = Body::from(stream.render(chunk.data));
+    let body = gzip::encode(stream.render(chunk.data), gzip, response.headers_mut());
+    *response.body_mut() = Body::from(body);
     response
 }
 

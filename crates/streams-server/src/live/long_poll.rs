@@ -19,6 +19,7 @@ pub async fn respond(
     stream: Arc<Stream>,
     from: ReadFrom,
     client_cursor: Option<&str>,
+    gzip: bool,
 ) -> Result<Response, StreamError> {
     let mut watch = stream.watch();
     let tail = *watch.borrow_and_update();
@@ -31,7 +32,7 @@ pub async fn respond(
     loop {
         if pos < tail.offset.0 {
             let chunk = stream.read(ReadFrom::At(Offset(pos)), max)?;
-            let mut response = data_response(&stream, chunk, StatusCode::OK);
+            let mut response = data_response(&stream, chunk, StatusCode::OK, gzip);
             response
                 .headers_mut()
                 .insert(headers::STREAM_CURSOR, HeaderValue::from(cursor));
