@@ -16,12 +16,18 @@ pub enum Kind {
 
 /// The media type before `;`, trimmed and lower-cased: the form two types are compared in.
 pub fn normalize(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+    essence(content_type).to_ascii_lowercase()
+}
+
+/// Whether two types are the same once normalized (no allocation: appends compare on every
+/// request).
+pub fn same(a: &str, b: &str) -> bool {
+    essence(a).eq_ignore_ascii_case(essence(b))
+}
+
+/// The media type before `;`, trimmed (case kept).
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
 }
 
 /// The type a create stores: the header verbatim when it names a type, else the default.
@@ -66,6 +72,8 @@ mod tests {
         assert_eq!(kind_of("Application/Json; charset=utf-8"), Kind::Json);
         assert_eq!(kind_of("text/plain"), Kind::Text);
         assert_eq!(kind_of("image/png"), Kind::Binary);
+        assert!(same("Application/JSON; charset=utf-8", " application/json"));
+        assert!(!same("text/plain", "text/html"));
     }
 
     #[test]

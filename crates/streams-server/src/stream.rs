@@ -320,17 +320,12 @@ impl Stream {
                 tail: Offset(state.end),
             });
         }
-        if !close_only {
-            let sent = request
-                .content_type
-                .as_deref()
-                .map(crate::content_type::normalize);
-            if sent.as_deref() != Some(crate::content_type::normalize(&self.config.content_type).as_str()) {
-                return Err(StreamError::conflict(
-                    "content-type",
-                    format!("the stream's content type is {}", self.config.content_type),
-                ));
-            }
+        let type_matches = |sent: &str| crate::content_type::same(sent, &self.config.content_type);
+        if !close_only && !request.content_type.as_deref().is_some_and(type_matches) {
+            return Err(StreamError::conflict(
+                "content-type",
+                format!("the stream's content type is {}", self.config.content_type),
+            ));
         }
         let messages = match (close_only, self.config.kind) {
             (true, _) => Vec::new(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tem_core::detect::{DetectOptions, DetectedLimits, Finding, detect_with_progress};
+use tem_core::http::expand_env;
 
 use crate::say;
 use crate::usage::UsageError;
@@ -113,16 +114,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn options(args: &Args) -> anyhow::Result<DetectOptions> {
     let mut options = DetectOptions::new(args.url.clone());
-    options.method = args
-        .method
-        .to_ascii_uppercase()
-        .parse()
-        .map_err(|_| UsageError(format!("--method `{}` is not an HTTP method", args.method)))?;
+    options.method = tem_core::http::parse_method(&args.method)
+        .map_err(|message| UsageError(format!("--method: {message}")))?;
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
             return Err(UsageError(format!("--header `{header}` must be `Name: value`")).into());
         };
-        let value = expand_env(value.trim())?;
+        let value =
+            expand_env(value.trim(), &|name| std::env::var(name).ok(), &mut Vec::new()).map_err(|name| {
+                UsageError(format!(
+                    "--header `{header}` refers to ${{{name}}}, which is not set in the environment"
+                ))
+            })?;
         let name: http::HeaderName = name.trim().parse().map_err(|_| {
             UsageError(format!(
                 "--header `{header}`: `{}` is not a header name",
@@ -148,26 +151,6 @@ fn options(args: &Args) -> anyhow::Result<DetectOptions> {
     options.max_duration = args.max_time;
     options.max_concurrency = args.max_concurrency.max(1);
     Ok(options)
-}
-
-/// Replaces `${VAR}` with the environment variable's value.
-fn expand_env(value: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        let Some(end) = rest[start..].find('}') else { break };
-        let name = &rest[start + 2..start + end];
-        let found = std::env::var(name).map_err(|_| {
-            UsageError(format!(
-                "--header refers to ${{{name}}}, which is not set in the environment"
-            ))
-        })?;
-        out.push_str(&rest[..start]);
-        out.push_str(&found);
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 fn finding(f: Finding) -> &'static str {

@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use crate::content_type::Kind;
 use crate::headers;
 use crate::http::AppState;
-use crate::json;
 use crate::offset::{Offset, ReadFrom};
 use crate::options::ServerOptions;
 use crate::stream::{Stream, Tail};
@@ -158,9 +157,8 @@ impl Session {
 /// One `data` event holding a chunk, encoded for the stream's type.
 fn data_event(stream: &Stream, stored: Vec<u8>) -> Vec<u8> {
     let text = match stream.config.kind {
-        Kind::Json => String::from_utf8_lossy(&json::array(&stored)).into_owned(),
-        Kind::Text => String::from_utf8_lossy(&stored).into_owned(),
         Kind::Binary => base64::engine::general_purpose::STANDARD.encode(&stored),
+        Kind::Json | Kind::Text => String::from_utf8_lossy(&stream.render(stored)).into_owned(),
     };
     let mut out = Vec::with_capacity(text.len() + 32);
     out.extend_from_slice(b"event: data\n");

@@ -177,8 +177,23 @@ impl Store {
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
         if stream.expired(now_ms()) {
             let _lifecycle = self.lifecycle.lock().await;
+            return self.live_locked(path).await;
+        }
+        self.checked(stream)
+    }
+
+    /// [`Store::lookup`] for a caller that holds the lifecycle lock: expires the stream first if
+    /// its time is up.
+    async fn live_locked(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
+        let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
+        if stream.expired(now_ms()) {
             self.expire_locked(&stream).await?;
         }
+        self.checked(stream)
+    }
+
+    /// 410 for a soft-deleted stream, 404 for one no longer in the store.
+    fn checked(&self, stream: Arc<Stream>) -> Result<Arc<Stream>, StreamError> {
         if stream.is_soft_deleted() {
             return Err(StreamError::Gone);
         }
@@ -232,16 +247,19 @@ impl Store {
             }
         }
         let (config, prefix) = match &request.fork {
-            None => (
-                StreamConfig {
-                    kind: content_type::kind_of(&content_type::stored_type(request.content_type.as_deref())),
-                    content_type: content_type::stored_type(request.content_type.as_deref()),
-                    lifetime: request.lifetime.clone(),
-                    fork: None,
-                },
-                Vec::new(),
-            ),
-            Some(fork_request) => self.fork_config(&request, fork_request, now).await?,
+            None => {
+                let stored_type = content_type::stored_type(request.content_type.as_deref());
+                (
+                    StreamConfig {
+                        kind: content_type::kind_of(&stored_type),
+                        content_type: stored_type,
+                        lifetime: request.lifetime.clone(),
+                        fork: None,
+                    },
+                    Vec::new(),
+                )
+            }
+            Some(fork_request) => self.fork_config(&request, fork_request).await?,
         };
         let mut records = Vec::new();
         if !prefix.is_empty() {
@@ -299,28 +317,20 @@ impl Store {
         &self,
         request: &CreateRequest,
         fork_request: &ForkRequest,
-        now: u64,
     ) -> Result<(StreamConfig, Vec<Vec<u8>>), StreamError> {
         let source = self
-            .read_map()
-            .get(&fork_request.from)
-            .cloned()
-            .ok_or(StreamError::NotFound)?;
-        if source.expired(now) {
-            self.expire_locked(&source).await?;
-        }
-        if source.is_soft_deleted() {
-            return Err(StreamError::conflict(
-                crate::headers::STREAM_FORKED_FROM,
-                "the source stream was deleted",
-            ));
-        }
-        if !self.holds(&source) {
-            return Err(StreamError::NotFound);
-        }
+            .live_locked(&fork_request.from)
+            .await
+            .map_err(|error| match error {
+                StreamError::Gone => StreamError::conflict(
+                    crate::headers::STREAM_FORKED_FROM,
+                    "the source stream was deleted",
+                ),
+                other => other,
+            })?;
         let content_type = match &request.content_type {
             Some(sent) => {
-                if content_type::normalize(sent) != content_type::normalize(&source.config.content_type) {
+                if !content_type::same(sent, &source.config.content_type) {
                     return Err(StreamError::conflict(
                         "content-type",
                         format!(
@@ -510,14 +520,15 @@ fn same_config(existing: &Stream, request: &CreateRequest) -> bool {
     match (&existing.config.fork, &request.fork) {
         (None, None) => {
             let wanted = content_type::stored_type(request.content_type.as_deref());
-            content_type::normalize(&wanted) == content_type::normalize(&existing.config.content_type)
+            content_type::same(&wanted, &existing.config.content_type)
                 && existing.config.lifetime.same_as(&request.lifetime)
                 && closed_matches
         }
         (Some(fork), Some(wanted)) => {
-            let type_matches = request.content_type.as_deref().is_none_or(|sent| {
-                content_type::normalize(sent) == content_type::normalize(&existing.config.content_type)
-            });
+            let type_matches = request
+                .content_type
+                .as_deref()
+                .is_none_or(|sent| content_type::same(sent, &existing.config.content_type));
             let lifetime = if request.lifetime == Lifetime::default() {
                 &fork.source.config.lifetime
             } else {

@@ -16,5 +16,6 @@ pub use input::{
     HTTP_KIND, InputSource, InputSummary, LoadError, LoadOptions, Loaded, RequestShape, load, summarize,
 };
 pub use request::{
-    FullRequest, LineError, LineKind, PreparedRequest, RequestTemplate, StoredLine, parse_line, parse_method,
+    FullRequest, LineError, LineKind, PreparedRequest, RequestTemplate, StoredLine, expand_env, parse_line,
+    parse_method,
 };

@@ -462,7 +462,7 @@ fn fill_body(template: &Value, payload: &Value) -> Result<Value, LineError> {
 
 /// `Bearer ${TOKEN}` with the variable's value (also pushed to `secrets`); errs with the name of
 /// a missing variable.
-fn expand_env(
+pub fn expand_env(
     value: &str,
     env: &dyn Fn(&str) -> Option<String>,
     secrets: &mut Vec<String>,
