@@ -84,7 +84,7 @@ impl Engine {
         let store = Store::open(url, &options).await?;
         let (events, _) = broadcast::channel(1024);
         let (committer, task) = Committer::spawn(store.clone(), events.clone());
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 committer,
@@ -93,7 +93,16 @@ impl Engine {
                 wake: Notify::new(),
                 options,
             }),
-        })
+        };
+        // Work made runnable by another process wakes this one's idle workers. The listener
+        // holds the engine weakly: it must not keep a dropped engine alive.
+        let weak = Arc::downgrade(&engine.inner);
+        engine.inner.store.listen_for_work(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.wake.notify_waiters();
+            }
+        });
+        Ok(engine)
     }
 
     /// The options the engine was opened with.

@@ -87,8 +87,13 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Database(sqlx::Error::Database(db)) => {
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes.
                 let code = db.code();
+                // Postgres: serialization failure, deadlock detected (the victim is rolled back
+                // and may simply run again), lock not available, too many connections.
+                if matches!(code.as_deref(), Some("40001" | "40P01" | "55P03" | "53300")) {
+                    return true;
+                }
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes.
                 let primary = code
                     .as_deref()
                     .and_then(|c| c.parse::<i32>().ok())

@@ -111,6 +111,11 @@ async fn run(
     let gate = async {
         match gate.await {
             Gate::Go(admission) => {
+                // A slot in a rate schedule shared with other processes comes first; this
+                // process's own gate then spaces the starts it makes.
+                if let Some(slot) = task.not_before {
+                    tokio::time::sleep_until(slot).await;
+                }
                 if let Some(gate) = &lane.start_gate {
                     gate.acquire().await;
                 }

@@ -66,6 +66,8 @@ pub(crate) enum Readiness {
 struct State {
     paused_until: Option<Instant>,
     idle_until: Option<Instant>,
+    /// A limit shared with other processes has no room before this.
+    throttled_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -113,6 +115,9 @@ impl Lane {
         if let Some(until) = state.idle_until.filter(|&t| t > now) {
             return Readiness::Wait { until };
         }
+        if let Some(until) = state.throttled_until.filter(|&t| t > now) {
+            return Readiness::Wait { until };
+        }
         drop(state);
         if let Some(BreakerState::Open { until }) = self.breaker.as_ref().map(CircuitBreaker::state) {
             return Readiness::Wait { until };
@@ -144,6 +149,12 @@ impl Lane {
             budget.pause_until(until);
         }
         tracing::info!(key = %self.key, "limit key paused after a Retry-After");
+    }
+
+    /// A shared limit (another process's share of the rate or of the batch's concurrency)
+    /// leaves no room before `until`; unlike an idle mark, new work does not end it.
+    pub fn throttle_until(&self, until: Instant) {
+        self.lock().throttled_until = Some(until);
     }
 
     /// The last claim found nothing: do not ask again before `until` unless woken.

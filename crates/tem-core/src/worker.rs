@@ -2,7 +2,8 @@
 //! the free slots in one request → spawn an executor per task. Idle lanes sleep until new work
 //! is announced, a retry comes due, or the poll interval passes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +27,7 @@ use crate::lane::{Lane, Limits, Readiness};
 use crate::limit::{AdaptiveConcurrency, Aimd, BreakerState, CircuitBreaker, ConcurrencyPermit};
 use crate::outcome::TaskError;
 use crate::retry::RetryPolicy;
-use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow};
+use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow, SharedLimits};
 use crate::task::TaskId;
 use crate::time::Millis;
 use crate::{executor, lease};
@@ -73,6 +74,10 @@ pub struct WorkerOptions {
     pub prefetch: Option<usize>,
     /// In-flight tasks of a batch that stops: drain (default) or abort.
     pub on_interrupt: OnInterrupt,
+    /// Most of the batch's tasks running at once across every process on a shared database
+    /// (Postgres), counted in the database; `None`: only this worker's `concurrency` holds. A
+    /// rate limit on such a database is always shared.
+    pub batch_concurrency: Option<u32>,
 }
 
 impl Default for WorkerOptions {
@@ -88,6 +93,7 @@ impl Default for WorkerOptions {
             batch: None,
             prefetch: None,
             on_interrupt: OnInterrupt::Drain,
+            batch_concurrency: None,
         }
     }
 }
@@ -374,7 +380,7 @@ impl Worker {
             lanes,
             inflight: Mutex::new(HashMap::new()),
             batches: Mutex::new(HashMap::new()),
-            next_retry: Mutex::new(None),
+            retries: Mutex::new(BinaryHeap::new()),
             limits_changed: Notify::new(),
             shutdown: self.shutdown,
             fatal: Mutex::new(None),
@@ -548,6 +554,14 @@ async fn claim_and_spawn(
         max: u32::try_from(capacity.len()).unwrap_or(u32::MAX),
         lease: shared.options.lease,
         pause_key: Some(lane.key.clone()),
+        shared: if shared.engine.store().is_shared() {
+            SharedLimits {
+                concurrency: shared.options.batch_concurrency,
+                rate: lane.rate.as_ref().map(|rate| rate.quota()),
+            }
+        } else {
+            SharedLimits::default()
+        },
     };
     // Never cancelled midway: claimed rows must reach an executor or they sit leased until the
     // lease expires.
@@ -558,6 +572,11 @@ async fn claim_and_spawn(
         Ok(ClaimResult::Paused { until }) => {
             refund(&lane, grants);
             lane.pause_until(instant_at(until));
+            return Ok(());
+        }
+        Ok(ClaimResult::Throttled { until }) => {
+            refund(&lane, grants);
+            lane.throttle_until(instant_at(until));
             return Ok(());
         }
         Err(error) if error.is_transient() => {
@@ -750,7 +769,9 @@ pub(crate) struct Shared {
     /// Give-backs of tasks claimed ahead, awaited before the run returns.
     releases: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     batches: Mutex<HashMap<BatchId, BatchSettings>>,
-    next_retry: Mutex<Option<Instant>>,
+    /// When this worker's retries come due, soonest first: each one wakes the loop, so retries
+    /// due a moment apart are not left for the next poll.
+    retries: Mutex<BinaryHeap<Reverse<Instant>>>,
     /// Signalled when a limit gave capacity back early (a budget correction).
     pub(crate) limits_changed: Notify,
     shutdown: Shutdown,
@@ -979,22 +1000,22 @@ impl Shared {
     }
 
     pub(crate) fn note_retry(&self, at: Instant) {
-        let mut next = lock(&self.next_retry);
-        *next = Some(next.map_or(at, |n| n.min(at)));
+        lock(&self.retries).push(Reverse(at));
     }
 
     fn next_retry(&self) -> Option<Instant> {
-        *lock(&self.next_retry)
+        lock(&self.retries).peek().map(|Reverse(at)| *at)
     }
 
-    /// True (once) when the earliest retry this worker scheduled has come due.
+    /// True (once per retry) when retries this worker scheduled have come due.
     fn retry_due(&self, now: Instant) -> bool {
-        let mut next = lock(&self.next_retry);
-        if next.is_some_and(|at| at <= now) {
-            *next = None;
-            return true;
+        let mut retries = lock(&self.retries);
+        let mut due = false;
+        while retries.peek().is_some_and(|Reverse(at)| *at <= now) {
+            retries.pop();
+            due = true;
         }
-        false
+        due
     }
 
     async fn settings(&self, batch: BatchId) -> BatchSettings {

@@ -1,6 +1,7 @@
 //! Limits as a remote API sees them: call start times never exceed the rate quota in any
 //! window, concurrency never exceeds its cap, and 503s shrink concurrency (AIMD).
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,8 +31,14 @@ impl Probe {
     }
 }
 
-async fn run_probe(quota: Quota, tasks: u32, concurrency: usize, work: Duration) -> Arc<Probe> {
-    let (_dir, engine) = common::engine().await;
+async fn run_probe(
+    backend: common::Backend,
+    quota: Quota,
+    tasks: u32,
+    concurrency: usize,
+    work: Duration,
+) -> Arc<Probe> {
+    let (_dir, engine) = common::engine(backend).await;
     let batch = engine.create_batch(NewBatch::new("rate", "t")).await.unwrap();
     engine
         .enqueue(batch.id, (0..tasks).map(|i| NewTask::new("call", &i).unwrap()))
@@ -58,47 +65,53 @@ async fn run_probe(quota: Quota, tasks: u32, concurrency: usize, work: Duration)
     probe
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_starts_never_exceed_the_quota_in_any_window() {
-    let quota = Quota::new(10, Duration::from_millis(500)).unwrap();
-    let probe = run_probe(quota, 40, 8, Duration::from_millis(5)).await;
-    let starts = probe.starts.lock().unwrap().clone();
-    assert_eq!(starts.len(), 40);
-    let worst = common::max_in_window(&starts, quota.period);
-    assert!(worst <= 10, "{worst} calls started within one 500 ms window");
-    // Evenly paced, no initial burst: the first ten need at least nine intervals.
-    assert!(
-        starts[9] - starts[0] >= Duration::from_millis(450),
-        "first ten in {:?}",
-        starts[9] - starts[0]
-    );
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn call_starts_never_exceed_the_quota_in_any_window(backend) {
+        let quota = Quota::new(10, Duration::from_millis(500)).unwrap();
+        let probe = run_probe(backend, quota, 40, 8, Duration::from_millis(5)).await;
+        let starts = probe.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 40);
+        let worst = common::max_in_window(&starts, quota.period);
+        assert!(worst <= 10, "{worst} calls started within one 500 ms window");
+        // Evenly paced, no initial burst: the first ten need at least nine intervals.
+        assert!(
+            starts[9] - starts[0] >= Duration::from_millis(450),
+            "first ten in {:?}",
+            starts[9] - starts[0]
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_explicit_burst_goes_at_once_and_still_respects_the_window() {
-    let quota = Quota::new(10, Duration::from_millis(500))
-        .unwrap()
-        .with_burst(5)
-        .unwrap();
-    let probe = run_probe(quota, 30, 8, Duration::from_millis(5)).await;
-    let starts = probe.starts.lock().unwrap().clone();
-    let worst = common::max_in_window(&starts, quota.period);
-    assert!(worst <= 10, "{worst} calls started within one 500 ms window");
-    assert!(
-        starts[4] - starts[0] < Duration::from_millis(100),
-        "the burst of five went together"
-    );
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_explicit_burst_goes_at_once_and_still_respects_the_window(backend) {
+        let quota = Quota::new(10, Duration::from_millis(500))
+            .unwrap()
+            .with_burst(5)
+            .unwrap();
+        let probe = run_probe(backend, quota, 30, 8, Duration::from_millis(5)).await;
+        let starts = probe.starts.lock().unwrap().clone();
+        let worst = common::max_in_window(&starts, quota.period);
+        assert!(worst <= 10, "{worst} calls started within one 500 ms window");
+        assert!(
+            starts[4] - starts[0] < Duration::from_millis(100),
+            "the burst of five went together"
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_is_a_hard_cap() {
-    let quota = Quota::per_second(100_000).unwrap();
-    let probe = run_probe(quota, 60, 3, Duration::from_millis(20)).await;
-    assert_eq!(probe.peak.load(Ordering::SeqCst), 3);
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrency_is_a_hard_cap(backend) {
+        let quota = Quota::per_second(100_000).unwrap();
+        let probe = run_probe(backend, quota, 60, 3, Duration::from_millis(20)).await;
+        assert_eq!(probe.peak.load(Ordering::SeqCst), 3);
+    }
 }
 
-async fn overload_then_measure(adaptive: bool) -> usize {
-    let (_dir, engine) = common::engine().await;
+async fn overload_then_measure(backend: common::Backend, adaptive: bool) -> usize {
+    let (_dir, engine) = common::engine(backend).await;
     let retry = RetryPolicy {
         max_attempts: 2,
         base: Duration::from_millis(50),
@@ -141,87 +154,92 @@ async fn overload_then_measure(adaptive: bool) -> usize {
     probe.peak.load(Ordering::SeqCst)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wave_of_503s_halves_concurrency_once() {
-    assert_eq!(
-        overload_then_measure(false).await,
-        8,
-        "control: fixed concurrency retries all at once"
-    );
-    assert_eq!(
-        overload_then_measure(true).await,
-        4,
-        "adaptive: halved once for the whole wave"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fast_quota_keeps_its_window_and_its_pace() {
-    // 1,000 calls per second: faster than tokio's 1 ms timer can space one by one.
-    let quota = Quota::new(100, Duration::from_millis(100)).unwrap();
-    let started = Instant::now();
-    let probe = run_probe(quota, 600, 32, Duration::from_millis(1)).await;
-    let elapsed = started.elapsed();
-    let starts = probe.starts.lock().unwrap().clone();
-    let worst = common::max_in_window(&starts, quota.period);
-    assert!(worst <= 100, "{worst} calls started within one 100 ms window");
-    // 600 calls at 1,000/s need ~0.5 s after the first; twice that means the limiter, not the
-    // quota, set the pace.
-    assert!(
-        elapsed < Duration::from_millis(1200),
-        "600 calls took {elapsed:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_weighted_budget_is_spent_by_cost_and_corrected_by_the_reported_cost() {
-    let (_dir, engine) = common::engine().await;
-    let batch = engine.create_batch(NewBatch::new("budget", "t")).await.unwrap();
-    // Estimated at 100 tokens each; the API reports that even tasks really cost 20.
-    engine
-        .enqueue(
-            batch.id,
-            (0..12u32).map(|i| NewTask::new("llm", &i).unwrap().cost(100)),
-        )
-        .await
-        .unwrap();
-    let spent = Arc::new(Mutex::new(Vec::new()));
-    let seen = spent.clone();
-    let budget = Quota::new(400, Duration::from_millis(500)).unwrap();
-    engine
-        .worker(WorkerOptions::default().concurrency(8).batch(batch.id))
-        .limit(
-            "llm",
-            Limits {
-                budget: Some(budget),
-                ..Limits::default()
-            },
-        )
-        .handle("llm", move |i: u32, ctx: TaskContext| {
-            let seen = seen.clone();
-            async move {
-                let cost = if i.is_multiple_of(2) { 20 } else { 100 };
-                seen.lock().unwrap().push((Instant::now(), cost));
-                ctx.report_cost(cost);
-                Ok::<_, TaskError>(())
-            }
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
-    let spent = spent.lock().unwrap().clone();
-    assert_eq!(spent.len(), 12);
-    // In any 500 ms window, what was spent stays within the budget plus one task's estimate.
-    for &(start, _) in &spent {
-        let window: u64 = spent
-            .iter()
-            .filter(|&&(t, _)| t >= start && t < start + budget.period)
-            .map(|&(_, cost)| cost)
-            .sum();
-        assert!(window <= 400 + 100, "{window} tokens within one window");
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wave_of_503s_halves_concurrency_once(backend) {
+        assert_eq!(
+            overload_then_measure(backend, false).await,
+            8,
+            "control: fixed concurrency retries all at once"
+        );
+        assert_eq!(
+            overload_then_measure(backend, true).await,
+            4,
+            "adaptive: halved once for the whole wave"
+        );
     }
-    // Corrections made room: 720 real tokens at 400 per 500 ms need well under the 1.5 s the
-    // estimates alone (1,200 tokens) would have taken.
-    let span = spent.last().unwrap().0 - spent.first().unwrap().0;
-    assert!(span < Duration::from_millis(1300), "took {span:?}");
+}
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fast_quota_keeps_its_window_and_its_pace(backend) {
+        // 1,000 calls per second: faster than tokio's 1 ms timer can space one by one.
+        let quota = Quota::new(100, Duration::from_millis(100)).unwrap();
+        let probe = run_probe(backend, quota, 600, 32, Duration::from_millis(1)).await;
+        let starts = probe.starts.lock().unwrap().clone();
+        let worst = common::max_in_window(&starts, quota.period);
+        assert!(worst <= 100, "{worst} calls started within one 100 ms window");
+        // 600 calls at 1,000/s start within ~0.5 s of the first; twice that means the limiter,
+        // not the quota, set the pace.
+        let span = *starts.iter().max().unwrap() - *starts.iter().min().unwrap();
+        assert!(
+            span < Duration::from_millis(1000),
+            "600 calls started over {span:?}"
+        );
+    }
+}
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_weighted_budget_is_spent_by_cost_and_corrected_by_the_reported_cost(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine.create_batch(NewBatch::new("budget", "t")).await.unwrap();
+        // Estimated at 100 tokens each; the API reports that even tasks really cost 20.
+        engine
+            .enqueue(
+                batch.id,
+                (0..12u32).map(|i| NewTask::new("llm", &i).unwrap().cost(100)),
+            )
+            .await
+            .unwrap();
+        let spent = Arc::new(Mutex::new(Vec::new()));
+        let seen = spent.clone();
+        let budget = Quota::new(400, Duration::from_millis(500)).unwrap();
+        engine
+            .worker(WorkerOptions::default().concurrency(8).batch(batch.id))
+            .limit(
+                "llm",
+                Limits {
+                    budget: Some(budget),
+                    ..Limits::default()
+                },
+            )
+            .handle("llm", move |i: u32, ctx: TaskContext| {
+                let seen = seen.clone();
+                async move {
+                    let cost = if i.is_multiple_of(2) { 20 } else { 100 };
+                    seen.lock().unwrap().push((Instant::now(), cost));
+                    ctx.report_cost(cost);
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        let spent = spent.lock().unwrap().clone();
+        assert_eq!(spent.len(), 12);
+        // In any 500 ms window, what was spent stays within the budget plus one task's estimate.
+        for &(start, _) in &spent {
+            let window: u64 = spent
+                .iter()
+                .filter(|&&(t, _)| t >= start && t < start + budget.period)
+                .map(|&(_, cost)| cost)
+                .sum();
+            assert!(window <= 400 + 100, "{window} tokens within one window");
+        }
+        // Corrections made room: 720 real tokens at 400 per 500 ms need well under the 1.5 s the
+        // estimates alone (1,200 tokens) would have taken.
+        let span = spent.last().unwrap().0 - spent.first().unwrap().0;
+        assert!(span < Duration::from_millis(1300), "took {span:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Retries: backoff written as run_after and respected, Retry-After honoured and pausing the
 //! whole limit key (across engines on one file), typed outcomes from real HTTP responses.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,122 +24,128 @@ fn policy(max_attempts: u32, base_ms: u64, jitter: Jitter) -> RetryPolicy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backoff_is_scheduled_and_respected_then_the_task_fails() {
-    let (_dir, engine) = common::engine().await;
-    let batch = engine
-        .create_batch(NewBatch::new("backoff", "t").retry(policy(4, 100, Jitter::None)))
-        .await
-        .unwrap();
-    let ids = engine
-        .enqueue(batch.id, [NewTask::new("flaky", &()).unwrap()])
-        .await
-        .unwrap();
-    engine
-        .worker(WorkerOptions::default().batch(batch.id))
-        .handle("flaky", |(): (), _| async {
-            Err::<(), _>(TaskError::retryable("still broken"))
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backoff_is_scheduled_and_respected_then_the_task_fails(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine
+            .create_batch(NewBatch::new("backoff", "t").retry(policy(4, 100, Jitter::None)))
+            .await
+            .unwrap();
+        let ids = engine
+            .enqueue(batch.id, [NewTask::new("flaky", &()).unwrap()])
+            .await
+            .unwrap();
+        engine
+            .worker(WorkerOptions::default().batch(batch.id))
+            .handle("flaky", |(): (), _| async {
+                Err::<(), _>(TaskError::retryable("still broken"))
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
 
-    let task = engine.task(ids[0]).await.unwrap();
-    assert_eq!(task.status, TaskStatus::Failed);
-    assert_eq!(task.attempt, 4);
-    assert_eq!(task.last_error.as_deref(), Some("still broken"));
-    let attempts = engine.attempts(ids[0]).await.unwrap();
-    assert_eq!(attempts.len(), 4);
-    for (k, pair) in attempts.windows(2).enumerate() {
-        let retry_at = pair[0]
-            .retry_at
-            .expect("a retried attempt says when the next may start");
-        let nominal = 100i64 << k;
-        // retry_at is computed from the clock right after the attempt ended.
-        let scheduled = retry_at - pair[0].finished_at;
-        assert!(
-            (nominal..=nominal + 5).contains(&scheduled),
-            "attempt {}: scheduled {scheduled} ms",
-            k + 1
-        );
-        assert!(
-            pair[1].started_at >= retry_at,
-            "attempt {} started before its run_after",
-            k + 2
-        );
-    }
-    assert_eq!(attempts[3].retry_at, None, "the last attempt schedules nothing");
-    assert!(attempts.iter().all(|a| a.outcome == AttemptOutcome::Retryable));
-    let stats = engine.stats(batch.id).await.unwrap();
-    assert_eq!(
-        (stats.failed, stats.retried, stats.consecutive_failures),
-        (1, 3, 1)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_jitter_delays_are_respected_too() {
-    let (_dir, engine) = common::engine().await;
-    let batch = engine
-        .create_batch(NewBatch::new("jitter", "t").retry(policy(3, 50, Jitter::Full)))
-        .await
-        .unwrap();
-    let ids = engine
-        .enqueue(batch.id, (0..10).map(|i| NewTask::new("flaky", &i).unwrap()))
-        .await
-        .unwrap();
-    engine
-        .worker(WorkerOptions::default().concurrency(4).batch(batch.id))
-        .handle("flaky", |_: u32, ctx: TaskContext| async move {
-            if ctx.attempt < 3 {
-                Err(TaskError::retryable("once more"))
-            } else {
-                Ok(ctx.attempt)
-            }
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
-    for id in ids {
-        let attempts = engine.attempts(id).await.unwrap();
-        assert_eq!(attempts.len(), 3);
-        for pair in attempts.windows(2) {
-            assert!(pair[1].started_at >= pair[0].retry_at.unwrap());
+        let task = engine.task(ids[0]).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Failed);
+        assert_eq!(task.attempt, 4);
+        assert_eq!(task.last_error.as_deref(), Some("still broken"));
+        let attempts = engine.attempts(ids[0]).await.unwrap();
+        assert_eq!(attempts.len(), 4);
+        for (k, pair) in attempts.windows(2).enumerate() {
+            let retry_at = pair[0]
+                .retry_at
+                .expect("a retried attempt says when the next may start");
+            let nominal = 100i64 << k;
+            // retry_at is computed from the clock right after the attempt ended.
+            let scheduled = retry_at - pair[0].finished_at;
+            assert!(
+                (nominal..=nominal + 5).contains(&scheduled),
+                "attempt {}: scheduled {scheduled} ms",
+                k + 1
+            );
+            assert!(
+                pair[1].started_at >= retry_at,
+                "attempt {} started before its run_after",
+                k + 2
+            );
         }
+        assert_eq!(attempts[3].retry_at, None, "the last attempt schedules nothing");
+        assert!(attempts.iter().all(|a| a.outcome == AttemptOutcome::Retryable));
+        let stats = engine.stats(batch.id).await.unwrap();
         assert_eq!(
-            engine.task(id).await.unwrap().result_as::<u32>().unwrap(),
-            Some(3)
+            (stats.failed, stats.retried, stats.consecutive_failures),
+            (1, 3, 1)
         );
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_retryable_errors_fail_at_once() {
-    let (_dir, engine) = common::engine().await;
-    let batch = engine
-        .create_batch(NewBatch::new("fatal", "t").retry(policy(5, 10, Jitter::None)))
-        .await
-        .unwrap();
-    let ids = engine
-        .enqueue(batch.id, [NewTask::new("bad", &()).unwrap()])
-        .await
-        .unwrap();
-    engine
-        .worker(WorkerOptions::default().batch(batch.id))
-        .handle("bad", |(): (), _| async {
-            Err::<(), _>(TaskError::non_retryable("400: nope").with_status(400))
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
-    let attempts = engine.attempts(ids[0]).await.unwrap();
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].outcome, AttemptOutcome::NonRetryable);
-    assert_eq!(attempts[0].http_status, Some(400));
-    assert_eq!(
-        engine.batch(batch.id).await.unwrap().status,
-        BatchStatus::Completed
-    );
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_jitter_delays_are_respected_too(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine
+            .create_batch(NewBatch::new("jitter", "t").retry(policy(3, 50, Jitter::Full)))
+            .await
+            .unwrap();
+        let ids = engine
+            .enqueue(batch.id, (0..10).map(|i| NewTask::new("flaky", &i).unwrap()))
+            .await
+            .unwrap();
+        engine
+            .worker(WorkerOptions::default().concurrency(4).batch(batch.id))
+            .handle("flaky", |_: u32, ctx: TaskContext| async move {
+                if ctx.attempt < 3 {
+                    Err(TaskError::retryable("once more"))
+                } else {
+                    Ok(ctx.attempt)
+                }
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        for id in ids {
+            let attempts = engine.attempts(id).await.unwrap();
+            assert_eq!(attempts.len(), 3);
+            for pair in attempts.windows(2) {
+                assert!(pair[1].started_at >= pair[0].retry_at.unwrap());
+            }
+            assert_eq!(
+                engine.task(id).await.unwrap().result_as::<u32>().unwrap(),
+                Some(3)
+            );
+        }
+    }
+}
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn non_retryable_errors_fail_at_once(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine
+            .create_batch(NewBatch::new("fatal", "t").retry(policy(5, 10, Jitter::None)))
+            .await
+            .unwrap();
+        let ids = engine
+            .enqueue(batch.id, [NewTask::new("bad", &()).unwrap()])
+            .await
+            .unwrap();
+        engine
+            .worker(WorkerOptions::default().batch(batch.id))
+            .handle("bad", |(): (), _| async {
+                Err::<(), _>(TaskError::non_retryable("400: nope").with_status(400))
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        let attempts = engine.attempts(ids[0]).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, AttemptOutcome::NonRetryable);
+        assert_eq!(attempts[0].http_status, Some(400));
+        assert_eq!(
+            engine.batch(batch.id).await.unwrap().status,
+            BatchStatus::Completed
+        );
+    }
 }
 
 /// A provider that answers its first request with 429 and `Retry-After: 1`, then 200.
@@ -191,104 +198,108 @@ async fn call(client: &reqwest::Client, url: &str) -> Result<String, TaskError> 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_is_honoured_and_pauses_the_whole_key() {
-    let (_dir, engine) = common::engine().await;
-    let (provider, url) = provider().await;
-    let batch = engine
-        .create_batch(NewBatch::new("429", "t").retry(policy(3, 10, Jitter::None)))
-        .await
-        .unwrap();
-    let ids = engine
-        .enqueue(batch.id, (0..5).map(|i| NewTask::new("call", &i).unwrap()))
-        .await
-        .unwrap();
-    let client = reqwest::Client::new();
-    engine
-        .worker(
-            WorkerOptions::default()
-                .concurrency(1)
-                .fixed_concurrency()
-                .batch(batch.id),
-        )
-        .handle("call", move |_: u32, _| {
-            let (client, url) = (client.clone(), url.clone());
-            async move { call(&client, &url).await }
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retry_after_is_honoured_and_pauses_the_whole_key(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let (provider, url) = provider().await;
+        let batch = engine
+            .create_batch(NewBatch::new("429", "t").retry(policy(3, 10, Jitter::None)))
+            .await
+            .unwrap();
+        let ids = engine
+            .enqueue(batch.id, (0..5).map(|i| NewTask::new("call", &i).unwrap()))
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        engine
+            .worker(
+                WorkerOptions::default()
+                    .concurrency(1)
+                    .fixed_concurrency()
+                    .batch(batch.id),
+            )
+            .handle("call", move |_: u32, _| {
+                let (client, url) = (client.clone(), url.clone());
+                async move { call(&client, &url).await }
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
 
-    let arrivals = provider.arrivals.lock().unwrap().clone();
-    assert_eq!(arrivals.len(), 6, "five tasks, one of them retried once");
-    let first_reply = provider.first_reply_at.lock().unwrap().unwrap();
-    // Not only the rate-limited task waits: nothing is sent to the key until Retry-After passed.
-    assert!(
-        arrivals[1] >= first_reply + Duration::from_secs(1),
-        "next call {:?} after the 429",
-        arrivals[1] - first_reply
-    );
+        let arrivals = provider.arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.len(), 6, "five tasks, one of them retried once");
+        let first_reply = provider.first_reply_at.lock().unwrap().unwrap();
+        // Not only the rate-limited task waits: nothing is sent to the key until Retry-After passed.
+        assert!(
+            arrivals[1] >= first_reply + Duration::from_secs(1),
+            "next call {:?} after the 429",
+            arrivals[1] - first_reply
+        );
 
-    let first = engine.attempts(ids[0]).await.unwrap();
-    assert_eq!(first[0].outcome, AttemptOutcome::RateLimited);
-    assert_eq!(first[0].http_status, Some(429));
-    let scheduled = first[0].retry_at.unwrap() - first[0].finished_at;
-    assert!(
-        (1000..=1005).contains(&scheduled),
-        "Retry-After overrides the 10 ms backoff: {scheduled} ms"
-    );
-    assert_eq!(first[1].outcome, AttemptOutcome::Succeeded);
-    assert_eq!(engine.stats(batch.id).await.unwrap().rate_limited, 1);
+        let first = engine.attempts(ids[0]).await.unwrap();
+        assert_eq!(first[0].outcome, AttemptOutcome::RateLimited);
+        assert_eq!(first[0].http_status, Some(429));
+        let scheduled = first[0].retry_at.unwrap() - first[0].finished_at;
+        assert!(
+            (1000..=1005).contains(&scheduled),
+            "Retry-After overrides the 10 ms backoff: {scheduled} ms"
+        );
+        assert_eq!(first[1].outcome, AttemptOutcome::Succeeded);
+        assert_eq!(engine.stats(batch.id).await.unwrap().rate_limited, 1);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pause_is_durable_and_holds_for_other_engines_on_the_same_file() {
-    let (dir, engine) = common::engine().await;
-    let other = Engine::open(&common::db_url(&dir)).await.unwrap();
-    // One attempt only: the first engine is done as soon as it has seen the 429.
-    let batch = engine
-        .create_batch(NewBatch::new("pause", "t").retry(policy(1, 10, Jitter::None)))
-        .await
-        .unwrap();
-    engine
-        .enqueue(batch.id, [NewTask::new("api", &0).unwrap()])
-        .await
-        .unwrap();
-    engine
-        .worker(WorkerOptions::default().batch(batch.id))
-        .handle("api", |_: u32, _| async move {
-            Err::<(), _>(TaskError::rate_limited(Some(Duration::from_secs(2))))
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
-    let paused_at = Instant::now();
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pause_is_durable_and_holds_for_other_engines_on_the_same_file(backend) {
+        let (dir, engine) = common::engine(backend).await;
+        let other = Engine::open(dir.url()).await.unwrap();
+        // One attempt only: the first engine is done as soon as it has seen the 429.
+        let batch = engine
+            .create_batch(NewBatch::new("pause", "t").retry(policy(1, 10, Jitter::None)))
+            .await
+            .unwrap();
+        engine
+            .enqueue(batch.id, [NewTask::new("api", &0).unwrap()])
+            .await
+            .unwrap();
+        engine
+            .worker(WorkerOptions::default().batch(batch.id))
+            .handle("api", |_: u32, _| async move {
+                Err::<(), _>(TaskError::rate_limited(Some(Duration::from_secs(2))))
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        let paused_at = Instant::now();
 
-    // A second engine (as another process would) finds new work for the same key but waits.
-    other
-        .enqueue(batch.id, [NewTask::new("api", &1).unwrap()])
-        .await
-        .unwrap();
-    let started = Arc::new(Mutex::new(Vec::new()));
-    let seen = started.clone();
-    other
-        .worker(WorkerOptions::default().batch(batch.id))
-        .handle("api", move |_: u32, _| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(Instant::now());
-                Ok::<_, TaskError>(())
-            }
-        })
-        .run_until_idle()
-        .await
-        .unwrap();
-    let started = started.lock().unwrap().clone();
-    assert_eq!(started.len(), 1);
-    // The pause ran until ~2 s after the 429 was committed, before `paused_at`.
-    assert!(
-        started[0] >= paused_at + Duration::from_millis(1500),
-        "claimed {:?} into the pause",
-        started[0] - paused_at
-    );
+        // A second engine (as another process would) finds new work for the same key but waits.
+        other
+            .enqueue(batch.id, [NewTask::new("api", &1).unwrap()])
+            .await
+            .unwrap();
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let seen = started.clone();
+        other
+            .worker(WorkerOptions::default().batch(batch.id))
+            .handle("api", move |_: u32, _| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(Instant::now());
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        let started = started.lock().unwrap().clone();
+        assert_eq!(started.len(), 1);
+        // The pause ran until ~2 s after the 429 was committed, before `paused_at`.
+        assert!(
+            started[0] >= paused_at + Duration::from_millis(1500),
+            "claimed {:?} into the pause",
+            started[0] - paused_at
+        );
+    }
 }

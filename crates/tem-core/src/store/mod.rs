@@ -12,9 +12,13 @@ pub(crate) use crate::events::BatchProgress;
 use crate::task::{AttemptOutcome, TaskId};
 use crate::time::Millis;
 
+mod dispatch;
+pub(crate) mod outcome_json;
+pub(crate) mod postgres;
+pub(crate) mod rows;
 pub(crate) mod sqlite;
 
-pub(crate) use sqlite::SqliteStore as Store;
+pub(crate) use dispatch::Store;
 
 /// A worker asking for up to `max` runnable tasks of some types.
 #[derive(Clone, Debug)]
@@ -29,6 +33,18 @@ pub(crate) struct ClaimRequest {
     pub lease: Duration,
     /// A limit key whose durable pause must be respected.
     pub pause_key: Option<Arc<str>>,
+    /// Limits that hold for every process on the database together (backends that serve many
+    /// processes; SQLite serves one machine and keeps limits in each process).
+    pub shared: SharedLimits,
+}
+
+/// Limits one claim must respect together with every other process's claims.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedLimits {
+    /// At most this many of the batch's tasks running at once, across processes.
+    pub concurrency: Option<u32>,
+    /// The key's rate: each claimed task gets a start slot from one shared schedule.
+    pub rate: Option<crate::limit::Quota>,
 }
 
 /// What a claim produced.
@@ -37,6 +53,10 @@ pub(crate) enum ClaimResult {
     Claimed(Vec<ClaimedTask>),
     /// The limit key is paused (e.g. by a 429 with Retry-After seen by another process).
     Paused {
+        until: Millis,
+    },
+    /// A shared limit has no room now; it may have at `until`.
+    Throttled {
         until: Millis,
     },
 }
@@ -52,6 +72,8 @@ pub(crate) struct ClaimedTask {
     pub cost: u64,
     pub payload: String,
     pub lease_token: i64,
+    /// Its start slot in a shared rate schedule: the call must not start before.
+    pub not_before: Option<tokio::time::Instant>,
 }
 
 /// Where a task goes after an attempt.

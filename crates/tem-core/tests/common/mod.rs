@@ -1,5 +1,6 @@
-//! Helpers shared by the engine's integration tests: a fresh on-disk database per test and a
-//! small real HTTP server on 127.0.0.1:0.
+//! Helpers shared by the engine's integration tests: a fresh database per test on either
+//! backend (a SQLite file, or a Postgres database created and dropped), and a small real HTTP
+//! server on 127.0.0.1:0.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -9,25 +10,146 @@ use std::time::Duration;
 use tem_core::{Engine, EngineOptions};
 use tempfile::TempDir;
 
-/// A fresh SQLite file in its own temporary directory (kept alive by the returned guard).
-pub async fn engine() -> (TempDir, Engine) {
-    engine_with(EngineOptions::default()).await
+/// Runs one test on both backends: `async fn name(backend) { … }` becomes the module `name`
+/// with the tests `sqlite` and `postgres`, each binding `backend` to its [`Backend`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$meta])*
+            async fn sqlite() {
+                let $backend = $crate::common::Backend::Sqlite;
+                $body
+            }
+
+            $(#[$meta])*
+            async fn postgres() {
+                let $backend = $crate::common::Backend::Postgres;
+                $body
+            }
+        }
+    };
 }
 
-pub async fn engine_with(options: EngineOptions) -> (TempDir, Engine) {
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh database on the Postgres server at `TEM_TEST_POSTGRES`
+    /// (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the test ends.
+    Postgres,
+}
+
+/// A fresh database for one test; dropped with it.
+pub struct Db {
+    url: String,
+    dir: TempDir,
+    postgres: Option<String>,
+}
+
+impl Db {
+    /// The URL to open it with (another engine on it is another process's view).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A temporary directory that lives as long as the database.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any async context we may block: a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = sqlx::postgres::PgPool::connect(&admin_url()).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.ok()?;
+                admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// The Postgres server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEM_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty database.
+pub async fn fresh_db(backend: Backend) -> Db {
+    let dir = tempfile::tempdir().expect("temp dir");
+    match backend {
+        Backend::Sqlite => Db {
+            url: format!("sqlite://{}", dir.path().join("tem.db").display()),
+            dir,
+            postgres: None,
+        },
+        Backend::Postgres => {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let name = format!(
+                "tem_test_{}_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                rand::random::<u32>()
+            );
+            let admin_url = admin_url();
+            let admin = sqlx::postgres::PgPool::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "Postgres is not reachable at {admin_url} ({e}); start one (.ci/run does) or point \
+                     TEM_TEST_POSTGRES at a server where this user may create databases"
+                    )
+                });
+            let sql = format!("CREATE DATABASE \"{name}\"");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&admin)
+                .await
+                .expect("create the test database");
+            admin.close().await;
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .expect("a database in TEM_TEST_POSTGRES");
+            Db {
+                url: format!("{base}/{name}"),
+                dir,
+                postgres: Some(name),
+            }
+        }
+    }
+}
+
+/// A fresh database on `backend` and an engine on it.
+pub async fn engine(backend: Backend) -> (Db, Engine) {
+    engine_with(backend, EngineOptions::default()).await
+}
+
+pub async fn engine_with(backend: Backend, options: EngineOptions) -> (Db, Engine) {
     // Logs when RUST_LOG asks for them (e.g. RUST_LOG=tem_core=debug), silent otherwise.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = db_url(&dir);
-    let engine = Engine::open_with(&url, options).await.expect("open engine");
-    (dir, engine)
-}
-
-pub fn db_url(dir: &TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("tem.db").display())
+    let db = fresh_db(backend).await;
+    let engine = Engine::open_with(db.url(), options).await.expect("open engine");
+    (db, engine)
 }
 
 /// Serves `router` on 127.0.0.1:0 until the test ends.

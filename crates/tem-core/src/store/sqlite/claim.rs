@@ -9,10 +9,9 @@
 use sqlx::Row;
 
 use super::program::{Program, StatementResult, Value};
-use crate::batch::BatchId;
 use crate::error::Result;
-use crate::store::{ClaimRequest, ClaimResult, ClaimedTask};
-use crate::task::TaskId;
+use crate::store::rows::{self, CLAIMED_COLUMNS};
+use crate::store::{ClaimRequest, ClaimResult};
 use crate::time::{Millis, duration_ms};
 
 /// Placeholders: owner, lease expiry, now, now.
@@ -20,8 +19,6 @@ const SET_LEASE: &str = "status = 'running', attempt = attempt + 1, lease_token 
     lease_owner = ?, lease_expires_at = ?, claimed_at = ?, first_started_at = coalesce(first_started_at, ?)";
 /// Placeholders: key, now.
 const NOT_PAUSED: &str = "NOT EXISTS (SELECT 1 FROM limit_pause WHERE key = ? AND until > ?)";
-const RETURNING: &str =
-    "RETURNING id, batch_id, type, attempt, max_attempts, cost, payload, lease_token, priority";
 
 /// Where the section's results are, once the program ran.
 pub(super) struct ClaimSection {
@@ -49,7 +46,7 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
                            AND EXISTS (SELECT 1 FROM batch WHERE id = ? AND status = 'active') \
                            AND {NOT_PAUSED} \
                          ORDER BY priority DESC, id LIMIT ?) \
-                     {RETURNING}"
+                     RETURNING {CLAIMED_COLUMNS}"
                 ),
                 &[
                     owner,
@@ -74,7 +71,7 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
                        AND t.status = 'pending' AND t.run_after <= ? \
                        AND t.type IN (SELECT value FROM json_each(?)) AND {NOT_PAUSED} \
                      ORDER BY b.id, t.priority DESC, t.id LIMIT ?) \
-                 {RETURNING}"
+                 RETURNING {CLAIMED_COLUMNS}"
             ),
             &[
                 owner,
@@ -108,25 +105,8 @@ impl ClaimSection {
                 until: row.try_get(0)?,
             });
         }
-        let mut tasks = Vec::with_capacity(rows.len());
-        for row in rows {
-            let cost: i64 = row.try_get(5)?;
-            let task = ClaimedTask {
-                id: TaskId(row.try_get(0)?),
-                batch_id: BatchId(row.try_get(1)?),
-                kind: row.try_get(2)?,
-                attempt: row.try_get(3)?,
-                max_attempts: row.try_get(4)?,
-                cost: u64::try_from(cost).unwrap_or(0),
-                payload: row.try_get(6)?,
-                lease_token: row.try_get(7)?,
-            };
-            tasks.push((task.batch_id, -row.try_get::<i64, _>(8)?, task));
-        }
+        let tasks = rows.iter().map(rows::claimed_task).collect::<Result<Vec<_>>>()?;
         // RETURNING order is unspecified; hand tasks out in claim order.
-        tasks.sort_by_key(|(batch, priority, task)| (*batch, *priority, task.id));
-        Ok(ClaimResult::Claimed(
-            tasks.into_iter().map(|(_, _, task)| task).collect(),
-        ))
+        Ok(ClaimResult::Claimed(rows::in_claim_order(tasks)))
     }
 }

@@ -5,11 +5,9 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
-
 use super::program::{Program, StatementResult, Value};
-use crate::error::{Error, Result};
-use crate::store::{Next, OutcomeRow};
+use crate::error::Result;
+use crate::store::{Next, OutcomeRow, outcome_json};
 use crate::time::Millis;
 
 /// Where the section's results are, once the program ran.
@@ -18,37 +16,9 @@ pub(super) struct OutcomeSection {
     applied: Vec<usize>,
 }
 
-#[derive(Serialize)]
-struct Row<'a> {
-    id: i64,
-    token: i64,
-    status: &'a str,
-    error: Option<&'a str>,
-    run_after: Option<Millis>,
-    task_finished_at: Option<Millis>,
-    refund: i64,
-    attempt: u32,
-    worker: &'a str,
-    started_at: Millis,
-    finished_at: Millis,
-    outcome: &'a str,
-    http_status: Option<u16>,
-    message: Option<&'a str>,
-    retry_at: Option<Millis>,
-    pause_key: Option<&'a str>,
-    pause_until: Option<Millis>,
-    pause_reason: Option<&'a str>,
-    history: bool,
-}
-
 /// Adds the statements applying `outcomes` to `program`.
 pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) -> Result<OutcomeSection> {
-    let rows: Vec<Row<'_>> = outcomes.iter().map(|o| row(o, now)).collect();
-    let json = serde_json::to_string(&rows).map_err(|source| Error::Json {
-        what: "outcomes",
-        source,
-    })?;
-    let json = Value::Text(json.into());
+    let json = Value::Text(outcome_json::all(outcomes, now)?.into());
     // History first: once the task row is updated, the fence below no longer matches. A success
     // is not copied there: the task row itself keeps its last attempt.
     if outcomes.iter().any(|o| o.history) {
@@ -64,20 +34,8 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
             std::slice::from_ref(&json),
         )?;
     }
-    // Successes, the common case, travel as compact rows of the four fields they need.
-    let successes: Vec<(i64, i64, Millis, Option<&str>)> = outcomes
-        .iter()
-        .filter_map(|o| match &o.next {
-            Next::Complete { result } => Some((o.task_id.0, o.lease_token, o.finished_at, result.as_deref())),
-            _ => None,
-        })
-        .collect();
     let mut applied = Vec::new();
-    if !successes.is_empty() {
-        let compact = serde_json::to_string(&successes).map_err(|source| Error::Json {
-            what: "outcomes",
-            source,
-        })?;
+    if let Some(compact) = outcome_json::successes(outcomes)? {
         applied.push(program.push(
             "UPDATE task SET status = 'completed', result = v.result, last_error = NULL, \
                  finished_at = v.finished_at, lease_expires_at = NULL \
@@ -88,7 +46,7 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
             &[compact.into()],
         )?);
     }
-    if successes.len() < outcomes.len() {
+    if outcomes.iter().any(|o| !matches!(o.next, Next::Complete { .. })) {
         applied.push(program.push(
             "UPDATE task SET status = v.status, result = NULL, last_error = v.error, \
                  run_after = coalesce(v.run_after, task.run_after), finished_at = v.task_finished_at, \
@@ -136,43 +94,5 @@ impl OutcomeSection {
             .map(|row| sqlx::Row::try_get::<i64, _>(row, 0))
             .collect::<Result<_, _>>()?;
         Ok(outcomes.iter().map(|o| applied.contains(&o.task_id.0)).collect())
-    }
-}
-
-fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
-    let (status, run_after, task_finished_at, refund) = match &o.next {
-        Next::Complete { .. } => ("completed", None, Some(o.finished_at), 0),
-        Next::Retry { run_after } => ("pending", Some(*run_after), None, 0),
-        Next::Fail => ("failed", None, Some(o.finished_at), 0),
-        Next::Release => ("pending", Some(now), None, 1),
-    };
-    let error = match &o.next {
-        Next::Complete { .. } | Next::Release => None,
-        Next::Retry { .. } | Next::Fail => o.message.as_deref(),
-    };
-    let retry_at = match &o.next {
-        Next::Retry { run_after } => Some(*run_after),
-        _ => None,
-    };
-    Row {
-        id: o.task_id.0,
-        token: o.lease_token,
-        status,
-        error,
-        run_after,
-        task_finished_at,
-        refund,
-        attempt: o.attempt,
-        worker: &o.worker,
-        started_at: o.started_at,
-        finished_at: o.finished_at,
-        outcome: o.outcome.as_str(),
-        http_status: o.http_status,
-        message: o.message.as_deref(),
-        retry_at,
-        pause_key: o.pause.as_ref().map(|p| p.key.as_ref()),
-        pause_until: o.pause.as_ref().map(|p| p.until),
-        pause_reason: o.pause.as_ref().map(|p| p.reason.as_str()),
-        history: o.history,
     }
 }

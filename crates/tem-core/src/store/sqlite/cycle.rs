@@ -120,6 +120,7 @@ mod tests {
             max: 10,
             lease,
             pause_key: None,
+            shared: Default::default(),
         }
     }
 
@@ -130,7 +131,7 @@ mod tests {
         };
         match store.run_cycle(&input).await.unwrap().claims.remove(0) {
             ClaimResult::Claimed(tasks) => tasks,
-            ClaimResult::Paused { .. } => panic!("not paused"),
+            other => panic!("expected tasks, got {other:?}"),
         }
     }
 

@@ -1,16 +1,12 @@
 //! Read-only queries: tasks, attempts, and whether a worker has anything left to wait for.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use crate::batch::BatchId;
 use crate::error::Result;
+use crate::store::rows::{self, TASK_COLUMNS};
 use crate::task::{Attempt, Task, TaskFilter, TaskId};
-
-const TASK_COLUMNS: &str = "id, batch_id, type, status, priority, attempt, max_attempts, cost, \
-    payload, result, last_error, run_after, lease_owner, lease_expires_at, created_at, claimed_at, \
-    first_started_at, finished_at";
 
 impl SqliteStore {
     pub async fn task(&self, id: TaskId) -> Result<Option<Task>> {
@@ -19,7 +15,7 @@ impl SqliteStore {
             .bind(id.0)
             .fetch_optional(&self.read)
             .await?;
-        row.as_ref().map(task_from_row).transpose()
+        row.as_ref().map(rows::task).transpose()
     }
 
     /// Tasks matching `filter`, in id (enqueue) order.
@@ -38,7 +34,7 @@ impl SqliteStore {
             .bind(i64::from(filter.limit.unwrap_or(100)))
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(rows::task).collect()
     }
 
     /// Every attempt of a task, oldest first: the history table holds the attempts that did not
@@ -58,21 +54,7 @@ impl SqliteStore {
         .bind(task.0)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Attempt {
-                    task_id: TaskId(row.try_get(0)?),
-                    attempt: row.try_get(1)?,
-                    worker: row.try_get(2)?,
-                    started_at: row.try_get(3)?,
-                    finished_at: row.try_get(4)?,
-                    outcome: row.try_get::<&str, _>(5)?.parse()?,
-                    http_status: row.try_get(6)?,
-                    message: row.try_get(7)?,
-                    retry_at: row.try_get(8)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::attempt).collect()
     }
 
     /// Limit keys paused now (Retry-After, open circuits), soonest end first.
@@ -110,28 +92,4 @@ impl SqliteStore {
         .await?;
         Ok(found != 0)
     }
-}
-
-fn task_from_row(row: &SqliteRow) -> Result<Task> {
-    let cost: i64 = row.try_get(7)?;
-    Ok(Task {
-        id: TaskId(row.try_get(0)?),
-        batch_id: BatchId(row.try_get(1)?),
-        kind: row.try_get(2)?,
-        status: row.try_get::<&str, _>(3)?.parse()?,
-        priority: row.try_get(4)?,
-        attempt: row.try_get(5)?,
-        max_attempts: row.try_get(6)?,
-        cost: u64::try_from(cost).unwrap_or(0),
-        payload: row.try_get(8)?,
-        result: row.try_get(9)?,
-        last_error: row.try_get(10)?,
-        run_after: row.try_get(11)?,
-        lease_owner: row.try_get(12)?,
-        lease_expires_at: row.try_get(13)?,
-        created_at: row.try_get(14)?,
-        claimed_at: row.try_get(15)?,
-        first_started_at: row.try_get(16)?,
-        finished_at: row.try_get(17)?,
-    })
 }

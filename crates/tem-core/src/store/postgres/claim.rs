@@ -1,0 +1,148 @@
+//! The claim, as one section of a group commit: up to N runnable tasks leased to one worker,
+//! taken with `FOR UPDATE SKIP LOCKED` so concurrent claimers never wait on each other's rows.
+//!
+//! Before the rows are taken, the claim respects what every process shares: the key's durable
+//! pause, the batch's concurrency cap (its `running` counter, exact because the batch row is
+//! locked by this transaction) and the key's shared rate schedule (each task gets a start slot).
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, Row};
+
+use super::shared_rate::{self, LOOKAHEAD, Slots};
+use crate::error::{Error, Result};
+use crate::store::rows::{self, CLAIMED_COLUMNS};
+use crate::store::{ClaimRequest, ClaimResult};
+use crate::time::{Millis, duration_ms};
+
+/// How soon a claim held back by the shared concurrency cap asks again: slots free up in other
+/// processes, which do not say so.
+const CAPPED_RETRY: Duration = Duration::from_millis(25);
+
+const SET_LEASE: &str = "status = 'running', attempt = task.attempt + 1, lease_token = task.lease_token + 1, \
+    lease_owner = $1, lease_expires_at = $2, claimed_at = $3, first_started_at = coalesce(task.first_started_at, $3)";
+
+/// Claims tasks for `request`; the batch rows it may touch are already locked.
+pub(super) async fn claim(
+    conn: &mut PgConnection,
+    request: &ClaimRequest,
+    now: Millis,
+) -> Result<ClaimResult> {
+    if let Some(key) = &request.pause_key {
+        let paused: Option<Millis> =
+            sqlx::query_scalar("SELECT until FROM limit_pause WHERE key = $1 AND until > $2")
+                .bind(key.as_ref())
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(until) = paused {
+            return Ok(ClaimResult::Paused { until });
+        }
+    }
+    let mut max = i64::from(request.max);
+    if let Some(batch) = request.batch {
+        let row = sqlx::query("SELECT status, running FROM batch WHERE id = $1")
+            .bind(batch.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(row) = row else {
+            return Ok(ClaimResult::Claimed(Vec::new()));
+        };
+        if row.try_get::<&str, _>(0)? != "active" {
+            return Ok(ClaimResult::Claimed(Vec::new()));
+        }
+        if let Some(cap) = request.shared.concurrency {
+            let room = i64::from(cap) - row.try_get::<i64, _>(1)?;
+            if room <= 0 {
+                return Ok(ClaimResult::Throttled {
+                    until: now + duration_ms(CAPPED_RETRY),
+                });
+            }
+            max = max.min(room);
+        }
+    }
+    let rate_key = request.shared.rate.map(|_| rate_key(request));
+    let slots = match (request.shared.rate, &rate_key) {
+        (Some(quota), Some(key)) => {
+            let (tat, db_now) = shared_rate::lock(conn, key).await?;
+            let want = u32::try_from(max).unwrap_or(u32::MAX);
+            let slots = Slots::plan(tat, db_now, quota, want, LOOKAHEAD);
+            if slots.granted == 0 {
+                return Ok(ClaimResult::Throttled {
+                    until: now + duration_ms(slots.next_free_in()).max(1),
+                });
+            }
+            max = max.min(i64::from(slots.granted));
+            Some(slots)
+        }
+        _ => None,
+    };
+
+    let types: Vec<String> = serde_json::from_str(&request.types_json).map_err(|source| Error::Json {
+        what: "task types",
+        source,
+    })?;
+    let expires = now.saturating_add(duration_ms(request.lease));
+    let found = match request.batch {
+        Some(batch) => {
+            let sql = format!(
+                "WITH picked AS ( \
+                     SELECT id AS pid FROM task \
+                     WHERE batch_id = $4 AND status = 'pending' AND run_after <= $3 AND type = ANY($5) \
+                     ORDER BY priority DESC, id LIMIT $6 FOR UPDATE SKIP LOCKED) \
+                 UPDATE task SET {SET_LEASE} FROM picked WHERE task.id = picked.pid \
+                 RETURNING {CLAIMED_COLUMNS}"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(request.owner.as_ref())
+                .bind(expires)
+                .bind(now)
+                .bind(batch.0)
+                .bind(&types)
+                .bind(max)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => {
+            let sql = format!(
+                "WITH picked AS ( \
+                     SELECT t.id AS pid FROM batch AS b JOIN task AS t ON t.batch_id = b.id \
+                     WHERE b.status = 'active' AND b.pending > 0 AND t.status = 'pending' \
+                       AND t.run_after <= $3 AND t.type = ANY($4) \
+                     ORDER BY b.id, t.priority DESC, t.id LIMIT $5 FOR UPDATE OF t SKIP LOCKED) \
+                 UPDATE task SET {SET_LEASE} FROM picked WHERE task.id = picked.pid \
+                 RETURNING {CLAIMED_COLUMNS}"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(request.owner.as_ref())
+                .bind(expires)
+                .bind(now)
+                .bind(&types)
+                .bind(max)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    let tasks = found.iter().map(rows::claimed_task).collect::<Result<Vec<_>>>()?;
+    let mut tasks = rows::in_claim_order(tasks);
+    if let (Some(slots), Some(key)) = (slots, &rate_key) {
+        let used = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+        // Slots not used go back: the schedule advances by what was claimed.
+        shared_rate::advance(conn, key, slots.tat_after(used)).await?;
+        let received = tokio::time::Instant::now();
+        for (j, task) in (0u32..).zip(tasks.iter_mut()) {
+            task.not_before = Some(received + slots.offset(j));
+        }
+    }
+    Ok(ClaimResult::Claimed(tasks))
+}
+
+/// The shared schedule's row: per batch when the claim names one (a batch's rate is its own),
+/// else per limit key.
+fn rate_key(request: &ClaimRequest) -> String {
+    let key = request.pause_key.as_deref().unwrap_or("");
+    match request.batch {
+        Some(batch) => format!("batch {}: {key}", batch.0),
+        None => key.to_owned(),
+    }
+}

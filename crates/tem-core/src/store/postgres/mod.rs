@@ -1,0 +1,131 @@
+//! Postgres backend: one batch served by many processes on many machines.
+//!
+//! The same operations as the SQLite backend, written for many concurrent writers: claims take
+//! rows with `FOR UPDATE SKIP LOCKED`, every write transaction first locks the batch rows it will
+//! touch (in id order, so transactions never wait on each other in opposite orders), and limits
+//! that must hold across processes live in rows (`limit_rate`, `limit_pause`, the batch's
+//! `running` counter). Idle workers wake on `LISTEN tem_work` instead of polling hard.
+
+mod admin;
+mod batches;
+mod claim;
+mod complete;
+mod cycle;
+mod enqueue;
+mod interrupt;
+mod lease;
+mod notify;
+mod query;
+mod report;
+mod shared_rate;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::engine::EngineOptions;
+use crate::error::{Error, Result};
+
+/// The embedded migrations of the Postgres schema.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A Postgres database opened for the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+    /// The engine's default interruption criteria as JSON (`None` when it has none).
+    criteria_defaults: Option<Arc<str>>,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies pending migrations (under Postgres's advisory lock, so
+    /// processes starting together migrate once).
+    pub async fn open(url: &str, options: &EngineOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url).map_err(|e| Error::InvalidUrl {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
+        // The writer connection of the group commit plus readers; a claim never waits for a
+        // reader.
+        let pool = PgPoolOptions::new()
+            .max_connections(options.read_connections.max(1) + 2)
+            .acquire_timeout(options.busy_timeout.max(Duration::from_secs(5)))
+            .connect_with(connect)
+            .await
+            .map_err(|e| unreachable_or(e, url))?;
+        MIGRATOR.run(&pool).await?;
+        let criteria_defaults = if options.criteria.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_string(&options.criteria).map_err(|source| Error::Json {
+                what: "interruption criteria",
+                source,
+            })?;
+            Some(json.into())
+        };
+        Ok(PgStore {
+            pool,
+            criteria_defaults,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A connection that failed before anything was asked of it, said as such.
+fn unreachable_or(error: sqlx::Error, url: &str) -> Error {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => Error::InvalidUrl {
+            url: redact(url),
+            reason: format!("could not connect to Postgres: {error}"),
+        },
+        other => Error::Database(other),
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Locks the rows of `ids` (and, with `all`, of every batch that has active work: active, or
+/// with tasks still running) in id order; the first statement of every write transaction.
+async fn lock_batches(conn: &mut sqlx::PgConnection, ids: &[i64], all: bool) -> Result<()> {
+    sqlx::query(
+        "SELECT id FROM batch WHERE id = ANY($1) OR ($2 AND (status = 'active' OR running > 0)) \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(ids)
+    .bind(all)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}
