@@ -261,6 +261,17 @@ pub fn load(flags: RunConfig, explicit_file: Option<&Path>) -> Result<Loaded, Us
     Ok(Loaded { config, flags, file })
 }
 
+/// Whether `db` names a database shared by many processes and machines (Postgres).
+pub fn is_shared_db(db: &Path) -> bool {
+    let text = db.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
+/// `db` as messages show it: a URL without its password.
+pub fn shown_db(db: &Path) -> String {
+    tem_core::redact_url(&db.to_string_lossy())
+}
+
 /// The database path for commands that only read or steer: `--db`, `TEM_DB`, `db` in the
 /// config file, else `tem.db`.
 pub fn db_path(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {

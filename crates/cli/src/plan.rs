@@ -146,7 +146,12 @@ impl RunPlan {
         if lease < Duration::from_secs(1) {
             return Err(loaded.bad("lease", "must be at least 1s (it is renewed every third of it)"));
         }
+        let db = c.db.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DB));
         let mut worker = WorkerOptions::default().concurrency(concurrency).lease(lease);
+        if config::is_shared_db(&db) {
+            // On a database many machines share, --concurrency holds for the batch as a whole.
+            worker.batch_concurrency = Some(u32::try_from(concurrency).unwrap_or(u32::MAX));
+        }
         // A crashed run's tasks come back soon after their lease ends, not seconds later.
         worker.rescue_interval = (lease / 2).min(worker.rescue_interval);
         worker.timeout = timeout;
@@ -219,7 +224,7 @@ impl RunPlan {
             (false, false) => Display::Human,
         };
         Ok(RunPlan {
-            db: c.db.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DB)),
+            db,
             template,
             http,
             worker,

@@ -15,6 +15,7 @@ use serde_json::json;
 use tem_core::http::{self, HttpHandler, InputSource, LoadError, LoadOptions};
 use tem_core::{Batch, BatchStatus, Engine, EngineOptions, Event, Shutdown};
 
+use crate::config;
 use crate::plan::{Display, RunPlan};
 use crate::progress::Progress;
 use crate::report_view;
@@ -91,7 +92,7 @@ pub async fn run(request: RunRequest) -> anyhow::Result<ExitCode> {
     };
     let engine = Engine::open_with(&plan.db.display().to_string(), options)
         .await
-        .with_context(|| format!("opening {}", plan.db.display()))?;
+        .with_context(|| format!("opening {}", config::shown_db(&plan.db)))?;
     let result = run_on(&engine, plan, &code, &source, resume).await;
     engine.close().await;
     result
@@ -125,7 +126,7 @@ async fn run_on(
         if loaded.existed {
             eprintln!(
                 "continuing batch `{code}` in {} ({} of {} tasks finished)",
-                plan.db.display(),
+                config::shown_db(&plan.db),
                 loaded.batch.stats.finished(),
                 loaded.batch.stats.total
             );
@@ -134,7 +135,7 @@ async fn run_on(
                 "batch `{code}`: {} tasks from {} into {}",
                 input.tasks,
                 input.name,
-                plan.db.display()
+                config::shown_db(&plan.db)
             );
         }
     }
@@ -331,7 +332,7 @@ async fn finish(engine: &Engine, plan: &RunPlan, batch: &Batch, ending: Ending) 
         }
     }
     let code = &batch.code;
-    let db = plan.db.display();
+    let db = config::shown_db(&plan.db);
     let advice = match ending {
         Ending::Succeeded => String::new(),
         Ending::Failed => format!(

@@ -55,6 +55,8 @@ pub use batch::{
     Batch, BatchFilter, BatchId, BatchStats, BatchStatus, Interruption, InterruptionReason, NewBatch, Resumed,
 };
 pub use engine::{Durability, Engine, EngineOptions};
+/// A database URL as messages may show it: the password replaced by `***`.
+pub use store::redact_url;
 pub use error::{Error, Result};
 pub use events::{BatchProgress, Event};
 pub use handler::{Handler, HandlerFuture, TaskContext, typed};

@@ -56,8 +56,10 @@ pub struct Args {
     /// Config file (default: ./tem.toml when it exists).
     #[arg(long, env = "TEM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// SQLite database holding the batch [default: tem.db].
-    #[arg(long, value_name = "FILE")]
+    /// Database holding the batch: a SQLite file [default: tem.db], or postgres://USER@HOST/DB to
+    /// share one batch between processes on many machines (then --concurrency and --rate hold for
+    /// all of them together).
+    #[arg(long, value_name = "FILE|URL")]
     db: Option<PathBuf>,
     /// Batch code; the same code continues the same batch [default: the input file's name].
     #[arg(long, value_name = "CODE")]

@@ -19,6 +19,7 @@ pub(crate) mod rows;
 pub(crate) mod sqlite;
 
 pub(crate) use dispatch::Store;
+pub use postgres::redact as redact_url;
 
 /// A worker asking for up to `max` runnable tasks of some types.
 #[derive(Clone, Debug)]

@@ -62,8 +62,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The database option every subcommand takes.
 #[derive(clap::Args, Clone)]
 pub struct DbArg {
-    /// The database [default: TEM_DB, `db` in tem.toml, else tem.db].
-    #[arg(long, value_name = "FILE")]
+    /// The database: a SQLite file or a postgres:// URL [default: TEM_DB, `db` in tem.toml,
+    /// else tem.db].
+    #[arg(long, value_name = "FILE|URL")]
     pub db: Option<PathBuf>,
 }
 
@@ -77,16 +78,16 @@ pub async fn open(db: &DbArg) -> anyhow::Result<(Engine, PathBuf)> {
     match Engine::open_with(&path.display().to_string(), options).await {
         Ok(engine) => Ok((engine, path)),
         Err(tem_core::Error::DatabaseMissing(_)) => Err(UsageError(format!(
-            "database {} does not exist; give the file run-batch used with --db (or TEM_DB)",
-            path.display()
+            "database {} does not exist; give the database run-batch used with --db (or TEM_DB)",
+            config::shown_db(&path)
         ))
         .into()),
         Err(tem_core::Error::NotTemDatabase(_)) => Err(UsageError(format!(
-            "{} is not a tem database; give the file run-batch used with --db (or TEM_DB)",
-            path.display()
+            "{} is not a tem database; give the database run-batch used with --db (or TEM_DB)",
+            config::shown_db(&path)
         ))
         .into()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("opening {}", path.display()))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening {}", config::shown_db(&path)))),
     }
 }
 
@@ -96,8 +97,8 @@ pub async fn find(engine: &Engine, db: &std::path::Path, code: &str) -> anyhow::
         Some(batch) => Ok(batch),
         None => Err(UsageError(format!(
             "no batch `{code}` in {}; `tem batch list --db {}` shows the batches there",
-            db.display(),
-            db.display()
+            config::shown_db(db),
+            config::shown_db(db)
         ))
         .into()),
     }

@@ -13,6 +13,8 @@ use crate::time::now_ms;
 
 /// Rows per INSERT statement.
 const CHUNK: usize = 5_000;
+/// An enqueue at least this large refreshes the planner's statistics of the task table.
+const ANALYZE_AFTER: usize = 1_000;
 
 impl PgStore {
     /// Inserts `tasks` into `batch` in one transaction; returns their ids in input order.
@@ -94,6 +96,11 @@ impl PgStore {
         let progress = progress_in_tx(&mut tx, batch).await?;
         super::notify::work_available(&mut tx).await?;
         tx.commit().await?;
+        if tasks.len() >= ANALYZE_AFTER {
+            // A table that grew by thousands of rows since the planner last looked gets its
+            // statistics now, so the claim keeps walking its index instead of scanning.
+            sqlx::query("ANALYZE task").execute(&self.pool).await?;
+        }
         // Identities are handed out in insertion order, which is input order.
         ids.sort_unstable();
         Ok((ids, progress))

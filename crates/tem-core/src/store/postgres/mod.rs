@@ -55,6 +55,19 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(|e| unreachable_or(e, url))?;
+        if !options.create_if_missing {
+            // Only reading or steering: an empty or foreign database is refused, not migrated.
+            let ours: bool = sqlx::query_scalar(
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL AND to_regclass('batch') IS NOT NULL \
+                    AND to_regclass('limit_rate') IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if !ours {
+                pool.close().await;
+                return Err(Error::NotTemDatabase(redact(url)));
+            }
+        }
         MIGRATOR.run(&pool).await?;
         let criteria_defaults = if options.criteria.is_empty() {
             None
@@ -78,6 +91,11 @@ impl PgStore {
 
 /// A connection that failed before anything was asked of it, said as such.
 fn unreachable_or(error: sqlx::Error, url: &str) -> Error {
+    if let sqlx::Error::Database(db) = &error
+        && db.code().as_deref() == Some("3D000")
+    {
+        return Error::DatabaseMissing(redact(url));
+    }
     match error {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => Error::InvalidUrl {
             url: redact(url),
@@ -88,7 +106,7 @@ fn unreachable_or(error: sqlx::Error, url: &str) -> Error {
 }
 
 /// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
