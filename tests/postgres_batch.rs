@@ -19,8 +19,26 @@ const API_LIMIT: u64 = 3_000;
 fn worker(dir: &Path, db: &str, api: &str) -> Child {
     Command::new(tem())
         .current_dir(dir)
-        .args(["run-batch", "calls.jsonl", "--batch", "shared", "--db", db, "--base-url", api])
-        .args(["--path", "/", "--rate", "2850/s", "--concurrency", "64", "--lease", "2s"])
+        .args([
+            "run-batch",
+            "calls.jsonl",
+            "--batch",
+            "shared",
+            "--db",
+            db,
+            "--base-url",
+            api,
+        ])
+        .args([
+            "--path",
+            "/",
+            "--rate",
+            "2850/s",
+            "--concurrency",
+            "64",
+            "--lease",
+            "2s",
+        ])
         .args(["--quiet"])
         .env_remove("TEM_CONFIG")
         .env_remove("TEM_DB")
@@ -55,7 +73,10 @@ async fn four_processes_share_a_batch_its_rate_and_survive_a_sigkill() {
     // Kill one once a fifth of the calls were made: it dies holding leased, in-flight tasks.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while api.stats(mock_server::DEFAULT_SERVICE).unwrap().requests < (TASKS / 5) as u64 {
-        assert!(tokio::time::Instant::now() < deadline, "the workers made no progress");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the workers made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut victim = workers.remove(1);
@@ -76,7 +97,11 @@ async fn four_processes_share_a_batch_its_rate_and_survive_a_sigkill() {
     }
 
     let stats = api.stats(mock_server::DEFAULT_SERVICE).unwrap();
-    assert_eq!(stats.by_status.get("429"), None, "the API never refused a call: {stats:?}");
+    assert_eq!(
+        stats.by_status.get("429"),
+        None,
+        "the API never refused a call: {stats:?}"
+    );
     assert!(
         stats.max_accepted_in_window <= API_LIMIT,
         "at most {API_LIMIT} calls in any second, all workers together: {stats:?}"
@@ -88,7 +113,10 @@ async fn four_processes_share_a_batch_its_rate_and_survive_a_sigkill() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), completed, failed), ("completed", TASKS as i64, 0));
+    assert_eq!(
+        (status.as_str(), completed, failed),
+        ("completed", TASKS as i64, 0)
+    );
     assert!(lost > 0, "the killed worker held leases that were rescued");
 
     // Every attempt of a task, as an interval: a claim to its outcome, or to the rescue that

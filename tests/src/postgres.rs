@@ -25,7 +25,9 @@ impl TestDatabase {
             .await
             .expect("create the test database");
         admin.close().await;
-        let (base, _) = admin_url.rsplit_once('/').expect("a database in TEM_TEST_POSTGRES");
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("a database in TEM_TEST_POSTGRES");
         TestDatabase {
             url: format!("{base}/{name}"),
             name,
@@ -43,7 +45,10 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop may run inside a runtime that must not block: a thread with its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let admin = sqlx::PgPool::connect(&admin_url()).await.ok()?;
                 let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -57,7 +62,8 @@ impl Drop for TestDatabase {
 }
 
 fn admin_url() -> String {
-    std::env::var("TEM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEM_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn unique() -> u64 {

@@ -55,8 +55,6 @@ pub use batch::{
     Batch, BatchFilter, BatchId, BatchStats, BatchStatus, Interruption, InterruptionReason, NewBatch, Resumed,
 };
 pub use engine::{Durability, Engine, EngineOptions};
-/// A database URL as messages may show it: the password replaced by `***`.
-pub use store::redact_url;
 pub use error::{Error, Result};
 pub use events::{BatchProgress, Event};
 pub use handler::{Handler, HandlerFuture, TaskContext, typed};
@@ -66,5 +64,7 @@ pub use outcome::{ErrorKind, TaskError, Verdict, classify};
 pub use report::{BatchReport, DEFAULT_TOP_ERRORS, ErrorGroup, RetryAnalysis, Spread, StuckTask, Timing};
 pub use retry::{Jitter, RetryPolicy};
 pub use store::KeyPause;
+/// A database URL as messages may show it: the password replaced by `***`.
+pub use store::redact_url;
 pub use task::{Attempt, AttemptOutcome, NewTask, Task, TaskFilter, TaskId, TaskStatus};
 pub use worker::{OnInterrupt, RunReport, Shutdown, Worker, WorkerOptions};

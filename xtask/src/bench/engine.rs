@@ -1,6 +1,9 @@
 //! `cargo xtask bench engine`: N tasks into an on-disk SQLite file (synchronous=FULL by default),
-//! then one worker at concurrency C runs them with (a) a no-op handler and (b) a handler that
-//! sleeps 5 ms. Reports enqueue rows/s and processing tasks/s (median of `--runs`).
+//! or into a fresh database on the Postgres server of `--db postgres://…`, then workers at
+//! concurrency C run them with (a) a no-op handler and (b) a handler that sleeps 5 ms. With
+//! `--processes P` the tasks are shared by P worker processes (each C wide) on the one database.
+//! Reports enqueue rows/s and processing tasks/s (median of `--runs`); on Postgres also the
+//! commits the run made and what one cost, the figure that says how far one batch scales.
 //!
 //! For the 5 ms case it also measures the ceiling this machine's timer allows: C loops that each
 //! sleep 5 ms back to back, no engine. A tokio sleep rounds up to the next millisecond tick, so the
@@ -41,6 +44,28 @@ pub struct Args {
     /// Only this case (`noop` or `sleep5ms`).
     #[arg(long)]
     case: Option<String>,
+    /// A Postgres server (`postgres://USER@HOST:PORT/DB`): each run gets a fresh database there,
+    /// dropped afterwards. Default: a SQLite file under --dir.
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
+    /// Worker processes sharing the batch (each --concurrency wide).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+}
+
+/// One worker process of a multi-process run.
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    batch: i64,
+    #[arg(long)]
+    concurrency: usize,
+    #[arg(long)]
+    case: String,
+    #[arg(long)]
+    prefetch: Option<usize>,
 }
 
 #[derive(Clone, Copy)]
@@ -61,6 +86,8 @@ impl Case {
 struct Measured {
     enqueue_per_sec: f64,
     tasks_per_sec: f64,
+    /// Transactions committed during processing (Postgres only).
+    commits: Option<u64>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -73,20 +100,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let mut enqueue = Vec::new();
         let mut process = Vec::new();
+        let mut commits = Vec::new();
         for _ in 0..args.runs.max(1) {
             let m = once(&args, case).await?;
             enqueue.push(m.enqueue_per_sec);
             process.push(m.tasks_per_sec);
+            commits.extend(m.commits.map(|c| c as f64));
         }
+        let commits = (!commits.is_empty()).then(|| median(commits));
         let ceiling = match case {
             Case::Noop => None,
             Case::Sleep5ms => Some(timer_ceiling(args.concurrency, Duration::from_millis(5)).await),
         };
-        rows.push((case, median(enqueue), median(process), ceiling));
+        rows.push((case, median(enqueue), median(process), ceiling, commits));
     }
     let load_after = load_average();
 
-    for (case, enqueue, tasks, ceiling) in &rows {
+    let backend = if args.db.is_some() { "postgres" } else { "sqlite" };
+    for (case, enqueue, tasks, ceiling, commits) in &rows {
         if args.json {
             let mut line = json!({
                 "bench": "engine",
@@ -97,7 +128,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "enqueue_per_sec": enqueue.round(),
                 "synchronous": if args.normal { "normal" } else { "full" },
                 "runs": args.runs,
+                "backend": backend,
+                "processes": args.processes,
             });
+            if let Some(commits) = commits {
+                line["commits"] = json!(commits.round());
+                line["ms_per_commit"] = json!(ms_per_commit(args.tasks, *tasks, *commits));
+            }
             if let Some(ceiling) = ceiling {
                 line["timer_ceiling_per_sec"] = json!(ceiling.round());
                 line["nominal_ceiling_per_sec"] = json!(nominal(args.concurrency));
@@ -106,17 +143,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if !args.json {
+        let store = match &args.db {
+            Some(url) => format!("Postgres at {}", tem_core::redact_url(url)),
+            None => format!(
+                "SQLite in {} (synchronous={})",
+                args.dir.display(),
+                if args.normal { "NORMAL" } else { "FULL" }
+            ),
+        };
         println!(
-            "engine bench: {} tasks, concurrency {}, synchronous={}, median of {} run(s), db in {}",
-            args.tasks,
-            args.concurrency,
-            if args.normal { "NORMAL" } else { "FULL" },
-            args.runs,
-            args.dir.display()
+            "engine bench: {} tasks, {} process(es) × concurrency {}, {store}, median of {} run(s)",
+            args.tasks, args.processes, args.concurrency, args.runs,
         );
         println!("{:<10} {:>14} {:>12}  notes", "case", "enqueue/s", "tasks/s");
-        for (case, enqueue, tasks, ceiling) in &rows {
-            let note = match ceiling {
+        for (case, enqueue, tasks, ceiling, commits) in &rows {
+            let mut note = match ceiling {
                 Some(ceiling) => format!(
                     "{:.1}% of this machine's timer ceiling ({:.0}/s), {:.1}% of nominal {:.0}/s",
                     100.0 * tasks / ceiling,
@@ -126,6 +167,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ),
                 None => String::new(),
             };
+            if let Some(commits) = commits {
+                note.push_str(&format!(
+                    "{}{commits:.0} commits, {:.1} tasks and {:.2} ms each",
+                    if note.is_empty() { "" } else { "; " },
+                    args.tasks as f64 / commits,
+                    ms_per_commit(args.tasks, *tasks, *commits)
+                ));
+            }
             println!("{:<10} {:>14.0} {:>12.0}  {note}", case.name(), enqueue, tasks);
         }
         if let (Some(before), Some(after)) = (load_before, load_after) {
@@ -140,9 +189,22 @@ fn nominal(concurrency: usize) -> f64 {
     concurrency as f64 / 0.005
 }
 
+/// The run's length over its commits. On one batch every commit holds the batch row while it
+/// runs, so commits take turns whatever the number of processes: this is what one turn costs.
+fn ms_per_commit(tasks: u64, tasks_per_sec: f64, commits: f64) -> f64 {
+    1000.0 * tasks as f64 / tasks_per_sec / commits
+}
+
 async fn once(args: &Args, case: Case) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir_in(&args.dir)?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let postgres = match &args.db {
+        Some(server) => Some(FreshDatabase::create(server).await?),
+        None => None,
+    };
+    let url = match &postgres {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
     let options = EngineOptions {
         durability: if args.normal {
             Durability::Normal
@@ -166,33 +228,163 @@ async fn once(args: &Args, case: Case) -> anyhow::Result<Measured> {
     engine.enqueue(batch.id, tasks).await?;
     let enqueue_secs = started.elapsed().as_secs_f64();
 
+    let commits_before = match &postgres {
+        Some(db) => Some(db.commits().await?),
+        None => None,
+    };
+    let started = Instant::now();
+    let succeeded = if args.processes <= 1 {
+        run_worker(&engine, batch.id.0, args.concurrency, case.name(), args.prefetch).await?
+    } else {
+        run_processes(args, &url, batch.id.0, case).await?
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let commits = match (&postgres, commits_before) {
+        (Some(db), Some(before)) => Some(db.commits().await?.saturating_sub(before)),
+        _ => None,
+    };
+    anyhow::ensure!(
+        succeeded == args.tasks,
+        "only {succeeded} of {} tasks succeeded",
+        args.tasks
+    );
+    engine.close().await;
+    if let Some(db) = postgres {
+        db.drop_now().await?;
+    }
+    Ok(Measured {
+        enqueue_per_sec: args.tasks as f64 / enqueue_secs,
+        tasks_per_sec: args.tasks as f64 / secs,
+        commits,
+    })
+}
+
+/// One worker on `engine` until the batch is done; returns how many tasks it completed.
+async fn run_worker(
+    engine: &Engine,
+    batch: i64,
+    concurrency: usize,
+    case: &str,
+    prefetch: Option<usize>,
+) -> anyhow::Result<u64> {
     let mut options = WorkerOptions::default()
-        .concurrency(args.concurrency)
+        .concurrency(concurrency)
         .fixed_concurrency()
-        .batch(batch.id);
-    options.prefetch = args.prefetch;
+        .batch(tem_core::BatchId(batch));
+    options.prefetch = prefetch;
     let worker = engine.worker(options);
     let worker = match case {
-        Case::Noop => worker.handle("work", |_: serde_json::Value, _| async { Ok::<_, TaskError>(()) }),
-        Case::Sleep5ms => worker.handle("work", |_: serde_json::Value, _| async {
+        "noop" => worker.handle("work", |_: serde_json::Value, _| async { Ok::<_, TaskError>(()) }),
+        _ => worker.handle("work", |_: serde_json::Value, _| async {
             tokio::time::sleep(Duration::from_millis(5)).await;
             Ok::<_, TaskError>(())
         }),
     };
-    let started = Instant::now();
-    let report = worker.run_until_idle().await?;
-    let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        report.succeeded == args.tasks,
-        "only {} of {} tasks succeeded",
-        report.succeeded,
-        args.tasks
-    );
+    Ok(worker.run_until_idle().await?.succeeded)
+}
+
+/// `--processes` copies of this program as worker processes; the sum of what they completed.
+async fn run_processes(args: &Args, url: &str, batch: i64, case: Case) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for _ in 0..args.processes {
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .args([
+                "bench",
+                "engine-worker",
+                "--url",
+                url,
+                "--batch",
+                &batch.to_string(),
+            ])
+            .args([
+                "--concurrency",
+                &args.concurrency.to_string(),
+                "--case",
+                case.name(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(prefetch) = args.prefetch {
+            command.args(["--prefetch", &prefetch.to_string()]);
+        }
+        children.push(command.spawn().context("starting a worker process")?);
+    }
+    let mut total = 0;
+    for child in children {
+        let output = child.wait_with_output().await?;
+        anyhow::ensure!(output.status.success(), "a worker process failed");
+        total += String::from_utf8_lossy(&output.stdout).trim().parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+/// The body of a worker process: runs its share and prints how many tasks it completed.
+pub async fn worker_process(args: WorkerArgs) -> anyhow::Result<()> {
+    let engine = Engine::open(&args.url).await?;
+    let done = run_worker(&engine, args.batch, args.concurrency, &args.case, args.prefetch).await?;
     engine.close().await;
-    Ok(Measured {
-        enqueue_per_sec: args.tasks as f64 / enqueue_secs,
-        tasks_per_sec: args.tasks as f64 / secs,
-    })
+    println!("{done}");
+    Ok(())
+}
+
+/// A database created on a Postgres server for one run.
+struct FreshDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    async fn create(server: &str) -> anyhow::Result<FreshDatabase> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("tem_bench_{}_{nanos}", std::process::id());
+        let admin = sqlx::PgPool::connect(server)
+            .await
+            .with_context(|| format!("connecting to {}", tem_core::redact_url(server)))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let (base, _) = server
+            .rsplit_once('/')
+            .context("--db must name a database, e.g. postgres://postgres@127.0.0.1:5432/postgres")?;
+        Ok(FreshDatabase {
+            server: server.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Transactions committed in this database so far (the statistics collector's count).
+    async fn commits(&self) -> anyhow::Result<u64> {
+        let admin = sqlx::PgPool::connect(&self.server).await?;
+        // Statistics reach the view with a delay; ask for a fresh snapshot.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&admin)
+            .await?;
+        let commits: i64 = sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(&self.name)
+            .fetch_one(&admin)
+            .await?;
+        admin.close().await;
+        Ok(u64::try_from(commits).unwrap_or(0))
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        let admin = sqlx::PgPool::connect(&self.server).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        Ok(())
+    }
 }
 
 /// Sleeps/s achieved by `concurrency` loops sleeping `sleep` back to back for two seconds.

@@ -17,8 +17,12 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum Bench {
-    /// Enqueue and run a batch on an on-disk SQLite file: no-op and 5 ms handlers.
+    /// Enqueue and run a batch on an on-disk SQLite file (or Postgres, with --db): no-op and
+    /// 5 ms handlers, in one worker process or several.
     Engine(engine::Args),
+    /// One worker process of `bench engine --processes N` (started by it, not by hand).
+    #[command(hide = true)]
+    EngineWorker(engine::WorkerArgs),
     /// Requests/s of `tem mock-server` (and of the original Bun mock, given a checkout).
     Mock(mock::Args),
     /// Appends/s, catch-up MB/s and long-poll wake-up latency of `tem streams serve`, the Node
@@ -29,6 +33,7 @@ pub enum Bench {
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Engine(args) => engine::run(args).await,
+        Bench::EngineWorker(args) => engine::worker_process(args).await,
         Bench::Mock(args) => mock::run(args).await,
         Bench::Streams(args) => streams::run(args).await,
     }
