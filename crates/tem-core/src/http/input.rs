@@ -371,7 +371,17 @@ async fn enqueue_from(
     let mut added = 0u64;
     while let Some(chunk) = rx.recv().await {
         let n = chunk.len();
-        engine.enqueue_at(batch.id, total, chunk).await?;
+        match engine.enqueue_at(batch.id, total, chunk).await {
+            Ok(_) => {}
+            // Another loader got there first. What this one added so far is still its own:
+            // report it, and let the caller look at the batch again.
+            Err(Error::TotalChanged { .. }) => {
+                drop(rx);
+                let _ = reader.await;
+                return Ok(added);
+            }
+            Err(e) => return Err(e.into()),
+        }
         total += i64::try_from(n).unwrap_or(i64::MAX);
         added += n as u64;
     }
