@@ -1,0 +1,108 @@
+//! What a database shared by many processes adds (Postgres): limits that hold for every engine
+//! on it together, and wake-ups across engines. Each engine here is a separate `Engine::open`
+//! of the same database: its own pools, committer and workers, as another process would have.
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tem_core::{Engine, NewBatch, NewTask, TaskError, WorkerOptions};
+
+#[derive(Default)]
+struct Probe {
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    done: AtomicUsize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_concurrency_cap_holds_for_every_engine_together() {
+    let (db, first) = common::engine(common::Backend::Postgres).await;
+    let second = Engine::open(db.url()).await.unwrap();
+    let batch = first.create_batch(NewBatch::new("capped", "t")).await.unwrap();
+    first
+        .enqueue(batch.id, (0..60).map(|i| NewTask::new("call", &i).unwrap()))
+        .await
+        .unwrap();
+    let probe = Arc::new(Probe::default());
+    let run = |engine: &Engine| {
+        let probe = probe.clone();
+        let mut options = WorkerOptions::default()
+            .concurrency(8)
+            .fixed_concurrency()
+            .batch(batch.id);
+        options.batch_concurrency = Some(5);
+        engine
+            .worker(options)
+            .handle("call", move |_: u32, _| {
+                let probe = probe.clone();
+                async move {
+                    let now = probe.running.fetch_add(1, Ordering::SeqCst) + 1;
+                    probe.peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    probe.running.fetch_sub(1, Ordering::SeqCst);
+                    probe.done.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .run_until_idle()
+    };
+    let (a, b) = tokio::join!(run(&first), run(&second));
+    assert_eq!(a.unwrap().succeeded + b.unwrap().succeeded, 60);
+    // Two workers of 8 each, but never more than 5 of the batch's tasks at once between them.
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 5);
+    second.close().await;
+    first.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_when_another_engine_enqueues() {
+    let (db, first) = common::engine(common::Backend::Postgres).await;
+    let second = Engine::open(db.url()).await.unwrap();
+    let batch = first.create_batch(NewBatch::new("woken", "t")).await.unwrap();
+    let probe = Arc::new(Probe::default());
+    let seen = probe.clone();
+    let mut options = WorkerOptions::default().batch(batch.id);
+    // Polling alone would find the work a minute late.
+    options.poll_interval = Duration::from_secs(60);
+    let worker = first.worker(options).handle("call", move |_: u32, _| {
+        let probe = seen.clone();
+        async move {
+            probe.done.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, TaskError>(())
+        }
+    });
+    let shutdown = worker.shutdown_handle();
+    let running = tokio::spawn(worker.run());
+    // One task through the worker: after it, the worker's next look finds nothing and it
+    // waits, for a minute unless something wakes it.
+    first
+        .enqueue(batch.id, [NewTask::new("call", &0).unwrap()])
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(5), "the first task", || {
+        let probe = probe.clone();
+        async move { probe.done.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    second
+        .enqueue(batch.id, (1..4).map(|i| NewTask::new("call", &i).unwrap()))
+        .await
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(5),
+        "the idle worker to run the new tasks",
+        || {
+            let probe = probe.clone();
+            async move { probe.done.load(Ordering::SeqCst) == 4 }
+        },
+    )
+    .await;
+    shutdown.drain();
+    running.await.unwrap().unwrap();
+    second.close().await;
+    first.close().await;
+}
