@@ -12,7 +12,7 @@ impl TestDatabase {
     /// Creates an empty database; panics with the fix when no server answers.
     pub async fn create() -> TestDatabase {
         let admin_url = admin_url();
-        let name = format!("tem_e2e_{}_{}", std::process::id(), unique());
+        let name = format!("tem_test_{}_{}", std::process::id(), unique());
         let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(
                 "Postgres is not reachable at {admin_url} ({e}); start one (.ci/run does) or point \

@@ -97,10 +97,12 @@ impl Engine {
         // Work made runnable by another process wakes this one's idle workers. The listener
         // holds the engine weakly: it must not keep a dropped engine alive.
         let weak = Arc::downgrade(&engine.inner);
-        engine.inner.store.listen_for_work(move || {
-            if let Some(inner) = weak.upgrade() {
+        engine.inner.store.listen_for_work(move || match weak.upgrade() {
+            Some(inner) => {
                 inner.wake.notify_waiters();
+                true
             }
+            None => false,
         });
         Ok(engine)
     }

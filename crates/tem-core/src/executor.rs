@@ -19,7 +19,7 @@ use crate::handler::TaskContext;
 use crate::lane::Lane;
 use crate::limit::{Admission, CircuitBreaker, ConcurrencyPermit};
 use crate::outcome::{ErrorKind, TaskError};
-use crate::store::{ClaimedTask, KeyPause, Next, OutcomeRow};
+use crate::store::{BudgetCorrection, ClaimedTask, KeyPause, Next, OutcomeRow};
 use crate::task::AttemptOutcome;
 use crate::time::{duration_ms, now_ms};
 use crate::worker::{Claim, Shared};
@@ -211,10 +211,19 @@ async fn run(
             (next, error.kind.into(), Some(error))
         }
     };
+    let mut budget_correction = None;
     if let (Some(budget), Some(actual)) = (&lane.budget, ctx.reported_cost()) {
         budget.correct(task.cost, actual);
         // The loop may be sleeping until the budget the estimate used up comes back.
         shared.limits_changed.notify_one();
+        if actual != task.cost {
+            budget_correction = Some(BudgetCorrection {
+                key: lane.key.clone(),
+                quota: budget.quota(),
+                estimated: task.cost,
+                actual,
+            });
+        }
     }
     let retry_after_pause = error.as_ref().and_then(|e| {
         let wait = e.retry_after?;
@@ -255,6 +264,7 @@ async fn run(
         message: error.map(|e| e.message),
         pause,
         history,
+        budget_correction,
     };
     Some(shared.report(row))
 }

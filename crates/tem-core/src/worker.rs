@@ -451,7 +451,14 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
             shared.lanes.iter().for_each(|lane| lane.wake());
         }
         match pick_lane(shared, now, &mut next_lane) {
-            Pick::Lane(lane) => claim_and_spawn(shared, executors, lane, seed).await?,
+            Pick::Lane(lane) => {
+                claim_and_spawn(shared, executors, lane, seed).await?;
+                // Work that arrived while the claim ran was not in its snapshot, and the
+                // claim may have marked the lane idle: look again rather than lose the wake-up.
+                if futures::FutureExt::now_or_never(wake.as_mut()).is_some() {
+                    shared.lanes.iter().for_each(|lane| lane.wake());
+                }
+            }
             Pick::Wait { until } => {
                 drop(seed);
                 // Whatever the lanes wait for (a pause, a rate grant, new work), a worker asked to
@@ -558,6 +565,7 @@ async fn claim_and_spawn(
             SharedLimits {
                 concurrency: shared.options.batch_concurrency,
                 rate: lane.rate.as_ref().map(|rate| rate.quota()),
+                budget: lane.budget.as_ref().map(|budget| budget.quota()),
             }
         } else {
             SharedLimits::default()
@@ -876,6 +884,7 @@ impl Shared {
                     message: Some("claimed ahead and given back unstarted".to_owned()),
                     pause: None,
                     history: false,
+                    budget_correction: None,
                 })
             })
             .collect();

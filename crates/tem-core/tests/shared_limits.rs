@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tem_core::{Engine, NewBatch, NewTask, TaskError, WorkerOptions};
+use tem_core::limit::Quota;
+use tem_core::{Engine, Limits, NewBatch, NewTask, TaskError, WorkerOptions};
 
 #[derive(Default)]
 struct Probe {
     running: AtomicUsize,
     peak: AtomicUsize,
     done: AtomicUsize,
+    starts: std::sync::Mutex<Vec<std::time::Instant>>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,6 +105,47 @@ async fn an_idle_worker_wakes_when_another_engine_enqueues() {
     .await;
     shutdown.drain();
     running.await.unwrap().unwrap();
+    second.close().await;
+    first.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_budget_is_spent_by_every_engine_together() {
+    let (db, first) = common::engine(common::Backend::Postgres).await;
+    let second = Engine::open(db.url()).await.unwrap();
+    let batch = first.create_batch(NewBatch::new("budgeted", "t")).await.unwrap();
+    // 1,000 units a second and 100 per task: ten tasks a second for both engines together.
+    first
+        .enqueue(
+            batch.id,
+            (0..24).map(|i| NewTask::new("call", &i).unwrap().cost(100)),
+        )
+        .await
+        .unwrap();
+    let budget = Quota::per_second(1_000).unwrap();
+    let probe = Arc::new(Probe::default());
+    let run = |engine: &Engine| {
+        let probe = probe.clone();
+        engine
+            .worker(WorkerOptions::default().concurrency(8).batch(batch.id))
+            .limit("call", Limits::default().with_budget(budget))
+            .handle("call", move |_: u32, _| {
+                let probe = probe.clone();
+                async move {
+                    probe.starts.lock().unwrap().push(std::time::Instant::now());
+                    Ok::<_, TaskError>(())
+                }
+            })
+            .run_until_idle()
+    };
+    let (a, b) = tokio::join!(run(&first), run(&second));
+    let (a, b) = (a.unwrap().succeeded, b.unwrap().succeeded);
+    assert_eq!(a + b, 24);
+    assert!(a > 0 && b > 0, "both engines took part ({a} and {b})");
+    let starts = probe.starts.lock().unwrap().clone();
+    // A budget may be overdrawn by one task's estimate: 10 + 1 in any second, not 2 × 10.
+    let worst = common::max_in_window(&starts, Duration::from_secs(1));
+    assert!(worst <= 11, "{worst} tasks of cost 100 started within one second");
     second.close().await;
     first.close().await;
 }

@@ -25,6 +25,11 @@ impl Budget {
         }
     }
 
+    /// The budget's quota.
+    pub fn quota(&self) -> Quota {
+        self.with(|g| g.quota())
+    }
+
     /// When the budget stops being overdrawn, judged at `now` (`now` itself if it is not).
     pub fn ready_at(&self, now: Instant) -> Instant {
         self.with(|g| g.ready_at(now))

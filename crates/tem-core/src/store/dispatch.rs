@@ -33,9 +33,9 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
-    /// Calls `wake` whenever another process enqueued work or made tasks runnable (a no-op on
-    /// SQLite, whose processes share one machine and poll cheaply).
-    pub fn listen_for_work(&self, wake: impl Fn() + Send + Sync + 'static) {
+    /// Calls `wake` whenever another process enqueued work or made tasks runnable, until it
+    /// returns false (a no-op on SQLite, whose processes share one machine and poll cheaply).
+    pub fn listen_for_work(&self, wake: impl Fn() -> bool + Send + Sync + 'static) {
         if let Store::Postgres(store) = self {
             store.listen_for_work(wake);
         }

@@ -17,9 +17,25 @@ pub(crate) mod outcome_json;
 pub(crate) mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
+mod steer;
 
 pub(crate) use dispatch::Store;
 pub use postgres::redact as redact_url;
+
+/// The engine's default interruption criteria as JSON, for the check in every commit (`None`
+/// when it has none, so batches without criteria of their own cost nothing).
+pub(crate) fn criteria_json(
+    options: &crate::engine::EngineOptions,
+) -> crate::error::Result<Option<Arc<str>>> {
+    if options.criteria.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::to_string(&options.criteria).map_err(|source| crate::error::Error::Json {
+        what: "interruption criteria",
+        source,
+    })?;
+    Ok(Some(json.into()))
+}
 
 /// A worker asking for up to `max` runnable tasks of some types.
 #[derive(Clone, Debug)]
@@ -46,6 +62,19 @@ pub(crate) struct SharedLimits {
     pub concurrency: Option<u32>,
     /// The key's rate: each claimed task gets a start slot from one shared schedule.
     pub rate: Option<crate::limit::Quota>,
+    /// The key's weighted budget: a claim waits until it is not overdrawn, then spends the
+    /// task's estimated cost.
+    pub budget: Option<crate::limit::Quota>,
+}
+
+/// A task's real cost differed from its estimate: the shared budget is corrected by the
+/// difference in the commit that records the outcome.
+#[derive(Clone, Debug)]
+pub(crate) struct BudgetCorrection {
+    pub key: Arc<str>,
+    pub quota: crate::limit::Quota,
+    pub estimated: u64,
+    pub actual: u64,
 }
 
 /// What a claim produced.
@@ -110,6 +139,8 @@ pub(crate) struct OutcomeRow {
     /// Record the attempt in the history table: every attempt that did not succeed and was
     /// really started (a success lives on in the task row itself).
     pub history: bool,
+    /// Correct a shared budget by what the call really cost.
+    pub budget_correction: Option<BudgetCorrection>,
 }
 
 /// What a renewal found.

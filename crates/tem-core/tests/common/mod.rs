@@ -44,11 +44,15 @@ pub enum Backend {
     Postgres,
 }
 
+/// The Postgres helper of the end-to-end tests, shared rather than copied.
+#[path = "../../../../tests/src/postgres.rs"]
+mod postgres_db;
+
 /// A fresh database for one test; dropped with it.
 pub struct Db {
     url: String,
     dir: TempDir,
-    postgres: Option<String>,
+    _postgres: Option<postgres_db::TestDatabase>,
 }
 
 impl Db {
@@ -63,35 +67,6 @@ impl Db {
     }
 }
 
-impl Drop for Db {
-    fn drop(&mut self) {
-        let Some(name) = self.postgres.take() else {
-            return;
-        };
-        // Drop runs outside any async context we may block: a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let admin = sqlx::postgres::PgPool::connect(&admin_url()).await.ok()?;
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.ok()?;
-                admin.close().await;
-                Some(())
-            })
-        })
-        .join();
-    }
-}
-
-/// The Postgres server tests create their databases on.
-pub fn admin_url() -> String {
-    std::env::var("TEM_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A fresh, empty database.
 pub async fn fresh_db(backend: Backend) -> Db {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -99,38 +74,14 @@ pub async fn fresh_db(backend: Backend) -> Db {
         Backend::Sqlite => Db {
             url: format!("sqlite://{}", dir.path().join("tem.db").display()),
             dir,
-            postgres: None,
+            _postgres: None,
         },
         Backend::Postgres => {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let name = format!(
-                "tem_test_{}_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                rand::random::<u32>()
-            );
-            let admin_url = admin_url();
-            let admin = sqlx::postgres::PgPool::connect(&admin_url)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "Postgres is not reachable at {admin_url} ({e}); start one (.ci/run does) or point \
-                     TEM_TEST_POSTGRES at a server where this user may create databases"
-                    )
-                });
-            let sql = format!("CREATE DATABASE \"{name}\"");
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&admin)
-                .await
-                .expect("create the test database");
-            admin.close().await;
-            let (base, _) = admin_url
-                .rsplit_once('/')
-                .expect("a database in TEM_TEST_POSTGRES");
+            let database = postgres_db::TestDatabase::create().await;
             Db {
-                url: format!("{base}/{name}"),
+                url: database.url().to_owned(),
                 dir,
-                postgres: Some(name),
+                _postgres: Some(database),
             }
         }
     }

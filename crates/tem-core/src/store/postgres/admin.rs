@@ -7,8 +7,9 @@ use super::PgStore;
 use super::batches::{lock_status, progress_in_tx};
 use super::notify::work_available;
 use crate::batch::{BatchId, BatchStatus, Resumed};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::BatchProgress;
+use crate::store::steer::Steer;
 use crate::time::{Millis, now_ms};
 
 impl PgStore {
@@ -16,13 +17,7 @@ impl PgStore {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let (code, status) = lock_status(&mut tx, batch).await?;
-        if matches!(status, BatchStatus::Cancelled | BatchStatus::Completed) {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "resume it (use retry-failed to run its failed tasks again)",
-            });
-        }
+        Steer::Resume.check(&code, status)?;
         let requeued = requeue_stranded(&mut tx, batch, now).await?;
         let reactivated = status == BatchStatus::Interrupted;
         if reactivated {
@@ -45,13 +40,7 @@ impl PgStore {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let (code, status) = lock_status(&mut tx, batch).await?;
-        if status == BatchStatus::Cancelled {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "retry its failed tasks",
-            });
-        }
+        Steer::RetryFailed.check(&code, status)?;
         let reset = sqlx::query(
             "UPDATE task SET status = 'pending', attempt = 0, last_error = NULL, result = NULL, \
                  finished_at = NULL, run_after = $1 \
@@ -81,13 +70,7 @@ impl PgStore {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let (code, status) = lock_status(&mut tx, batch).await?;
-        if status == BatchStatus::Completed {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "cancel it",
-            });
-        }
+        Steer::Cancel.check(&code, status)?;
         sqlx::query("UPDATE batch SET status = 'cancelled', finished_at = $1 WHERE id = $2")
             .bind(now)
             .bind(batch.0)

@@ -61,7 +61,11 @@ pub(super) async fn claim(
             max = max.min(room);
         }
     }
-    let rate_key = request.shared.rate.map(|_| rate_key(request));
+    let key = request.pause_key.as_deref().unwrap_or("");
+    let rate_key = request
+        .shared
+        .rate
+        .map(|_| shared_rate::row_key(request.batch, "rate", key));
     let slots = match (request.shared.rate, &rate_key) {
         (Some(quota), Some(key)) => {
             let (tat, db_now) = shared_rate::lock(conn, key).await?;
@@ -76,6 +80,21 @@ pub(super) async fn claim(
             Some(slots)
         }
         _ => None,
+    };
+    // A weighted budget is a debt: claim while it is not overdrawn, then spend the estimate.
+    let budget = match request.shared.budget {
+        Some(quota) => {
+            let key = shared_rate::row_key(request.batch, "budget", key);
+            let (tat, db_now) = shared_rate::lock(conn, &key).await?;
+            if tat > db_now {
+                let wait = Duration::from_micros(u64::try_from(tat - db_now).unwrap_or(0));
+                return Ok(ClaimResult::Throttled {
+                    until: now + duration_ms(wait).max(1),
+                });
+            }
+            Some((key, quota, db_now))
+        }
+        None => None,
     };
 
     let types: Vec<String> = serde_json::from_str(&request.types_json).map_err(|source| Error::Json {
@@ -134,15 +153,12 @@ pub(super) async fn claim(
             task.not_before = Some(received + slots.offset(j));
         }
     }
-    Ok(ClaimResult::Claimed(tasks))
-}
-
-/// The shared schedule's row: per batch when the claim names one (a batch's rate is its own),
-/// else per limit key.
-fn rate_key(request: &ClaimRequest) -> String {
-    let key = request.pause_key.as_deref().unwrap_or("");
-    match request.batch {
-        Some(batch) => format!("batch {}: {key}", batch.0),
-        None => key.to_owned(),
+    if let Some((key, quota, base)) = budget {
+        let cost: u64 = tasks.iter().map(|task| task.cost).sum();
+        let spent = i64::try_from(cost)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(shared_rate::interval_us(quota));
+        shared_rate::advance(conn, &key, base.saturating_add(spent)).await?;
     }
+    Ok(ClaimResult::Claimed(tasks))
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use sqlx::PgConnection;
 
+use super::shared_rate;
 use crate::error::Result;
 use crate::store::{Next, OutcomeRow, outcome_json};
 use crate::time::Millis;
@@ -100,6 +101,19 @@ pub(super) async fn apply(
         .bind(&batches)
         .execute(&mut *conn)
         .await?;
+    }
+    for outcome in outcomes {
+        let Some(correction) = &outcome.budget_correction else {
+            continue;
+        };
+        if !applied.contains(&outcome.task_id.0) {
+            continue;
+        }
+        let units = i128::from(correction.actual) - i128::from(correction.estimated);
+        let delta = units.saturating_mul(i128::from(shared_rate::interval_us(correction.quota)));
+        let delta = i64::try_from(delta).unwrap_or(if units > 0 { i64::MAX } else { i64::MIN });
+        let key = shared_rate::row_key(Some(outcome.batch_id), "budget", &correction.key);
+        shared_rate::correct(conn, &key, delta).await?;
     }
     Ok(outcomes.iter().map(|o| applied.contains(&o.task_id.0)).collect())
 }

@@ -8,6 +8,7 @@ use super::batches::{lock_status, progress_in_tx};
 use crate::batch::{BatchId, BatchStatus};
 use crate::error::{Error, Result};
 use crate::store::BatchProgress;
+use crate::store::steer::Steer;
 use crate::task::{NewTask, TaskId};
 use crate::time::now_ms;
 
@@ -41,13 +42,7 @@ impl PgStore {
                 });
             }
         }
-        if status == BatchStatus::Cancelled {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "enqueue tasks into it",
-            });
-        }
+        Steer::Enqueue.check(&code, status)?;
         let mut ids = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(CHUNK) {
             let mut kinds = Vec::with_capacity(chunk.len());

@@ -12,6 +12,8 @@ use crate::error::Result;
 
 /// The channel every engine listens on.
 const CHANNEL: &str = "tem_work";
+/// How often a listener with nothing to hear checks that its engine still exists.
+const ALIVE_CHECK: Duration = Duration::from_secs(30);
 
 /// Queues a notification, delivered when (and only if) the transaction commits. Postgres
 /// folds identical notifications of one transaction into one.
@@ -24,9 +26,10 @@ pub(super) async fn work_available(conn: &mut PgConnection) -> Result<()> {
 }
 
 impl PgStore {
-    /// Calls `wake` on every notification until the store is closed. A lost connection is
-    /// re-established; meanwhile workers still find work by polling.
-    pub fn listen_for_work(&self, wake: impl Fn() + Send + Sync + 'static) {
+    /// Calls `wake` on every notification until the store is closed or `wake` returns false
+    /// (its engine is gone; asked at least every [`ALIVE_CHECK`] even when nothing arrives). A
+    /// lost connection is re-established; meanwhile workers still find work by polling.
+    pub fn listen_for_work(&self, wake: impl Fn() -> bool + Send + Sync + 'static) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
             while !pool.is_closed() {
@@ -44,7 +47,7 @@ impl PgStore {
                     continue;
                 }
                 loop {
-                    tokio::select! {
+                    let alive = tokio::select! {
                         notification = listener.try_recv() => match notification {
                             Ok(Some(_)) => wake(),
                             // The connection dropped: anything sent meanwhile is lost, so wake
@@ -55,7 +58,13 @@ impl PgStore {
                                 break;
                             }
                         },
+                        // A spurious wake costs an idle worker one look; a dropped engine must
+                        // not keep its listener connection forever.
+                        () = tokio::time::sleep(ALIVE_CHECK) => wake(),
                         () = closed(&pool) => return,
+                    };
+                    if !alive {
+                        return;
                     }
                 }
             }

@@ -1,6 +1,7 @@
-//! A rate limit shared by every process on the database: GCRA with its one timestamp (the
-//! theoretical arrival time, TAT) in a `limit_rate` row, read and advanced inside the claim's
-//! transaction.
+//! Rate limits and weighted budgets shared by every process on the database: GCRA with its one
+//! timestamp (the theoretical arrival time, TAT) in a `limit_rate` row, read and advanced inside
+//! the claim's transaction (a budget's row is also corrected by the commit of each outcome whose
+//! real cost differed from its estimate).
 //!
 //! A claim does not ask "may I call now?" per task: it takes a block of start slots, at most as
 //! many as are due within a short lookahead, and each claimed task starts no earlier than its
@@ -36,9 +37,7 @@ impl Slots {
     /// GCRA over a block: slot `j` is at `max(now, base + j·interval − tolerance)`, and only
     /// slots within `lookahead` of `now` are granted.
     pub fn plan(tat: i64, now: i64, quota: Quota, want: u32, lookahead: Duration) -> Slots {
-        let interval = i64::try_from(quota.interval().as_micros())
-            .unwrap_or(i64::MAX)
-            .max(1);
+        let interval = interval_us(quota);
         let tolerance = interval.saturating_mul(i64::from(quota.burst) - 1);
         let horizon = now.saturating_add(i64::try_from(lookahead.as_micros()).unwrap_or(i64::MAX));
         let base = tat.max(now);
@@ -72,6 +71,38 @@ impl Slots {
     pub fn tat_after(&self, used: u32) -> i64 {
         self.base + i64::from(used) * self.interval
     }
+}
+
+/// The row of a shared limit: per batch when the claim names one (a batch's limits are its
+/// own), else per limit key.
+pub(super) fn row_key(batch: Option<crate::batch::BatchId>, limit: &str, key: &str) -> String {
+    match batch {
+        Some(batch) => format!("batch {} {limit}: {key}", batch.0),
+        None => format!("{limit}: {key}"),
+    }
+}
+
+/// Microseconds per unit of `quota` at its sustained pace.
+pub(super) fn interval_us(quota: Quota) -> i64 {
+    i64::try_from(quota.interval().as_micros())
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
+/// Moves a weighted budget by `delta_us` (positive: spent more than estimated; negative: less),
+/// never crediting it back past the present.
+pub(super) async fn correct(conn: &mut PgConnection, key: &str, delta_us: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE limit_rate SET tat_us = CASE WHEN $2 >= 0 THEN greatest(tat_us, n.now) + $2 \
+                                             ELSE greatest(tat_us + $2, n.now) END \
+         FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now) AS n \
+         WHERE key = $1",
+    )
+    .bind(key)
+    .bind(delta_us)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Locks the key's row (creating it) and reads its TAT and the database's clock.

@@ -6,8 +6,9 @@ use sqlx::SqliteConnection;
 use super::SqliteStore;
 use super::batches::{progress_in_tx, status_in_tx};
 use crate::batch::{BatchId, BatchStatus, Resumed};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::BatchProgress;
+use crate::store::steer::Steer;
 use crate::time::{Millis, now_ms};
 
 impl SqliteStore {
@@ -15,13 +16,7 @@ impl SqliteStore {
         let now = now_ms();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let (code, status) = status_in_tx(&mut tx, batch).await?;
-        if matches!(status, BatchStatus::Cancelled | BatchStatus::Completed) {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "resume it (use retry-failed to run its failed tasks again)",
-            });
-        }
+        Steer::Resume.check(&code, status)?;
         let requeued = requeue_stranded(&mut tx, batch, now).await?;
         let reactivated = status == BatchStatus::Interrupted;
         if reactivated {
@@ -43,13 +38,7 @@ impl SqliteStore {
         let now = now_ms();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let (code, status) = status_in_tx(&mut tx, batch).await?;
-        if status == BatchStatus::Cancelled {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "retry its failed tasks",
-            });
-        }
+        Steer::RetryFailed.check(&code, status)?;
         let reset = sqlx::query(
             "UPDATE task SET status = 'pending', attempt = 0, last_error = NULL, result = NULL, \
                  finished_at = NULL, run_after = ? \
@@ -78,13 +67,7 @@ impl SqliteStore {
         let now = now_ms();
         let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let (code, status) = status_in_tx(&mut tx, batch).await?;
-        if status == BatchStatus::Completed {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "cancel it",
-            });
-        }
+        Steer::Cancel.check(&code, status)?;
         sqlx::query("UPDATE batch SET status = 'cancelled', finished_at = ? WHERE id = ?")
             .bind(now)
             .bind(batch.0)

@@ -152,6 +152,7 @@ mod tests {
             message: None,
             pause: None,
             history: false, // as the executor does for a success
+            budget_correction: None,
         }
     }
 

@@ -7,6 +7,7 @@ use super::{SqliteStore, tuples};
 use crate::batch::{BatchId, BatchStatus};
 use crate::error::{Error, Result};
 use crate::store::BatchProgress;
+use crate::store::steer::Steer;
 use crate::task::{NewTask, TaskId};
 use crate::time::now_ms;
 
@@ -40,13 +41,7 @@ impl SqliteStore {
                 });
             }
         }
-        if status == BatchStatus::Cancelled {
-            return Err(Error::BatchState {
-                code,
-                status,
-                operation: "enqueue tasks into it",
-            });
-        }
+        Steer::Enqueue.check(&code, status)?;
         let mut ids = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(CHUNK) {
             let sql = format!(

@@ -83,15 +83,7 @@ impl SqliteStore {
         } else {
             write.clone()
         };
-        let criteria_defaults = if options.criteria.is_empty() {
-            None
-        } else {
-            let json = serde_json::to_string(&options.criteria).map_err(|source| Error::Json {
-                what: "interruption criteria",
-                source,
-            })?;
-            Some(json.into())
-        };
+        let criteria_defaults = super::criteria_json(options)?;
         Ok(SqliteStore {
             write,
             read,
