@@ -93,7 +93,11 @@ impl Error {
                 if matches!(code.as_deref(), Some("40001" | "40P01" | "55P03" | "53300")) {
                     return true;
                 }
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes.
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes; only for
+                // SQLite (a Postgres SQLSTATE such as 42501 would look like one).
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
+                    return false;
+                }
                 let primary = code
                     .as_deref()
                     .and_then(|c| c.parse::<i32>().ok())

@@ -218,6 +218,7 @@ async fn run(
         shared.limits_changed.notify_one();
         if actual != task.cost {
             budget_correction = Some(BudgetCorrection {
+                scope: shared.options.batch,
                 key: lane.key.clone(),
                 quota: budget.quota(),
                 estimated: task.cost,

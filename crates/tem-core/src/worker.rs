@@ -417,17 +417,14 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
 /// The main loop; returns when stopped, idle (if asked) or on a fatal error.
 async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bool) -> Result<()> {
     let mut next_lane = 0usize;
+    // Registered for wake-ups before every look, and kept registered until it fires: an
+    // enqueue between a look and the wait, or during a claim, is never missed.
+    let mut wake = work_wake(shared);
     loop {
         while executors.try_join_next().is_some() {}
         if shared.shutdown.is_requested() || shared.has_fatal() {
             return Ok(());
         }
-        // Register for wake-ups before looking, so an enqueue between the look and the wait
-        // is not missed.
-        let wake = shared.engine.wake().notified();
-        tokio::pin!(wake);
-        wake.as_mut().enable();
-
         let seed = tokio::select! {
             // Stop wins: an abort frees slots as it cancels, and those must not claim again.
             biased;
@@ -457,6 +454,7 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
                 // claim may have marked the lane idle: look again rather than lose the wake-up.
                 if futures::FutureExt::now_or_never(wake.as_mut()).is_some() {
                     shared.lanes.iter().for_each(|lane| lane.wake());
+                    wake = work_wake(shared);
                 }
             }
             Pick::Wait { until } => {
@@ -476,15 +474,26 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
                 }
                 let until = until.min(now + shared.options.poll_interval);
                 let until = shared.next_retry().map_or(until, |retry| until.min(retry));
-                tokio::select! {
-                    () = tokio::time::sleep_until(until) => {}
-                    () = &mut wake => shared.lanes.iter().for_each(|lane| lane.wake()),
-                    () = shared.limits_changed.notified() => {}
+                let woken = tokio::select! {
+                    () = tokio::time::sleep_until(until) => false,
+                    () = wake.as_mut() => true,
+                    () = shared.limits_changed.notified() => false,
                     () = shared.shutdown.stop.cancelled() => return Ok(()),
+                };
+                if woken {
+                    shared.lanes.iter().for_each(|lane| lane.wake());
+                    wake = work_wake(shared);
                 }
             }
         }
     }
+}
+
+/// A registration for the engine's work wake-ups, enabled at once.
+fn work_wake(shared: &Shared) -> Pin<Box<tokio::sync::futures::Notified<'_>>> {
+    let mut wake = Box::pin(shared.engine.wake().notified());
+    wake.as_mut().enable();
+    wake
 }
 
 enum Pick {

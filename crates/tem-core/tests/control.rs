@@ -267,6 +267,29 @@ async fn finish(engine: &Engine, batch: tem_core::BatchId) {
 
 on_both_backends! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_rescued_from_a_cancelled_batch_is_cancelled_not_queued(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine.create_batch(NewBatch::new("gone", "t")).await.unwrap();
+        engine
+            .enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap()))
+            .await
+            .unwrap();
+        // Three tasks run under a worker that dies; the batch is cancelled meanwhile.
+        strand(&engine, batch.id, Duration::from_millis(300)).await;
+        assert_eq!(engine.cancel(batch.id).await.unwrap(), 2);
+        finish(&engine, batch.id).await;
+
+        let stats = engine.stats(batch.id).await.unwrap();
+        assert_eq!(
+            (stats.cancelled, stats.pending, stats.running, stats.lost),
+            (5, 0, 0, 3),
+            "nothing is left pending in a batch nobody may run: {stats:?}"
+        );
+    }
+}
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_leases_are_rescued_and_the_lost_attempt_is_recorded(backend) {
         let (_dir, engine) = common::engine(backend).await;
         let batch = engine.create_batch(NewBatch::new("rescue", "t")).await.unwrap();

@@ -303,3 +303,47 @@ on_both_backends! {
         );
     }
 }
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_message_with_a_nul_byte_is_stored_and_the_worker_goes_on(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine
+            .create_batch(NewBatch::new("nul", "t").retry(RetryPolicy {
+                max_attempts: 2,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(1),
+                jitter: Jitter::None,
+            }))
+            .await
+            .unwrap();
+        engine
+            .enqueue(batch.id, (0..4).map(|i| NewTask::new("call", &i).unwrap()))
+            .await
+            .unwrap();
+        // A binary error body quoted in the message: Postgres refuses NUL in text.
+        let report = engine
+            .worker(WorkerOptions::default().batch(batch.id))
+            .handle("call", |n: u32, _| async move {
+                if n % 2 == 0 {
+                    Err(TaskError::retryable("body: \u{0}\u{1}PNG"))
+                } else {
+                    Ok(())
+                }
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!((report.succeeded, report.failed), (2, 2));
+        let failed = engine
+            .tasks(&tem_core::TaskFilter {
+                batch: Some(batch.id),
+                status: Some(tem_core::TaskStatus::Failed),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 2);
+        assert_eq!(failed[0].last_error.as_deref(), Some("body: \u{FFFD}\u{1}PNG"));
+    }
+}

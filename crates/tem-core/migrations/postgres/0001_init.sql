@@ -128,8 +128,17 @@ CREATE FUNCTION tem_task_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE batch SET
         total = batch.total + d.n,
-        pending = batch.pending + d.pending
-    FROM (SELECT batch_id, count(*) AS n, count(*) FILTER (WHERE status = 'pending') AS pending
+        pending = batch.pending + d.pending,
+        running = batch.running + d.running,
+        completed = batch.completed + d.completed,
+        failed = batch.failed + d.failed,
+        cancelled = batch.cancelled + d.cancelled
+    FROM (SELECT batch_id, count(*) AS n,
+              count(*) FILTER (WHERE status = 'pending') AS pending,
+              count(*) FILTER (WHERE status = 'running') AS running,
+              count(*) FILTER (WHERE status = 'completed') AS completed,
+              count(*) FILTER (WHERE status = 'failed') AS failed,
+              count(*) FILTER (WHERE status = 'cancelled') AS cancelled
           FROM inserted GROUP BY batch_id) AS d
     WHERE batch.id = d.batch_id;
     RETURN NULL;

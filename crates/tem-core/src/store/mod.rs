@@ -71,6 +71,8 @@ pub(crate) struct SharedLimits {
 /// difference in the commit that records the outcome.
 #[derive(Clone, Debug)]
 pub(crate) struct BudgetCorrection {
+    /// The batch the claim named (`None`: a worker of every batch), which picks the row.
+    pub scope: Option<BatchId>,
     pub key: Arc<str>,
     pub quota: crate::limit::Quota,
     pub estimated: u64,

@@ -1,6 +1,8 @@
 //! The outcomes of one group commit as one JSON parameter, which set-based statements of either
 //! backend unpack (`json_each` on SQLite, `jsonb_to_recordset` on Postgres).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -19,10 +21,15 @@ pub(crate) fn all(outcomes: &[OutcomeRow], now: Millis) -> Result<String> {
 /// The successes alone (the common case) as compact `[id, token, finished_at, result]` rows;
 /// `None` when there are none.
 pub(crate) fn successes(outcomes: &[OutcomeRow]) -> Result<Option<String>> {
-    let successes: Vec<(i64, i64, Millis, Option<&str>)> = outcomes
+    let successes: Vec<(i64, i64, Millis, Option<Cow<'_, str>>)> = outcomes
         .iter()
         .filter_map(|o| match &o.next {
-            Next::Complete { result } => Some((o.task_id.0, o.lease_token, o.finished_at, result.as_deref())),
+            Next::Complete { result } => Some((
+                o.task_id.0,
+                o.lease_token,
+                o.finished_at,
+                result.as_deref().map(without_nul),
+            )),
             _ => None,
         })
         .collect();
@@ -44,7 +51,7 @@ struct Row<'a> {
     id: i64,
     token: i64,
     status: &'a str,
-    error: Option<&'a str>,
+    error: Option<Cow<'a, str>>,
     run_after: Option<Millis>,
     task_finished_at: Option<Millis>,
     refund: i64,
@@ -54,11 +61,11 @@ struct Row<'a> {
     finished_at: Millis,
     outcome: &'a str,
     http_status: Option<u16>,
-    message: Option<&'a str>,
+    message: Option<Cow<'a, str>>,
     retry_at: Option<Millis>,
     pause_key: Option<&'a str>,
     pause_until: Option<Millis>,
-    pause_reason: Option<&'a str>,
+    pause_reason: Option<Cow<'a, str>>,
     history: bool,
 }
 
@@ -71,7 +78,7 @@ fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
     };
     let error = match &o.next {
         Next::Complete { .. } | Next::Release => None,
-        Next::Retry { .. } | Next::Fail => o.message.as_deref(),
+        Next::Retry { .. } | Next::Fail => o.message.as_deref().map(without_nul),
     };
     let retry_at = match &o.next {
         Next::Retry { run_after } => Some(*run_after),
@@ -91,11 +98,32 @@ fn row(o: &OutcomeRow, now: Millis) -> Row<'_> {
         finished_at: o.finished_at,
         outcome: o.outcome.as_str(),
         http_status: o.http_status,
-        message: o.message.as_deref(),
+        message: o.message.as_deref().map(without_nul),
         retry_at,
         pause_key: o.pause.as_ref().map(|p| p.key.as_ref()),
         pause_until: o.pause.as_ref().map(|p| p.until),
-        pause_reason: o.pause.as_ref().map(|p| p.reason.as_str()),
+        pause_reason: o.pause.as_ref().map(|p| without_nul(&p.reason)),
         history: o.history,
+    }
+}
+
+/// Text as the databases can hold it: Postgres refuses NUL in text and jsonb, and an error
+/// message quoting a binary response body may carry one. It becomes U+FFFD on every backend.
+fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_never_reaches_the_json() {
+        assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
+        assert!(matches!(without_nul("plain"), Cow::Borrowed("plain")));
     }
 }

@@ -124,11 +124,16 @@ pub(super) async fn claim(
         }
         None => {
             let sql = format!(
+                // Batch by batch, oldest first, each walked in its own index order: a join
+                // sorted across batches would read every runnable task of the oldest one.
                 "WITH picked AS ( \
-                     SELECT t.id AS pid FROM batch AS b JOIN task AS t ON t.batch_id = b.id \
-                     WHERE b.status = 'active' AND b.pending > 0 AND t.status = 'pending' \
-                       AND t.run_after <= $3 AND t.type = ANY($4) \
-                     ORDER BY b.id, t.priority DESC, t.id LIMIT $5 FOR UPDATE OF t SKIP LOCKED) \
+                     SELECT t.pid FROM ( \
+                         SELECT id FROM batch WHERE status = 'active' AND pending > 0 ORDER BY id) AS b \
+                     CROSS JOIN LATERAL ( \
+                         SELECT id AS pid FROM task \
+                         WHERE batch_id = b.id AND status = 'pending' AND run_after <= $3 AND type = ANY($4) \
+                         ORDER BY priority DESC, id LIMIT $5 FOR UPDATE SKIP LOCKED) AS t \
+                     LIMIT $5) \
                  UPDATE task SET {SET_LEASE} FROM picked WHERE task.id = picked.pid \
                  RETURNING {CLAIMED_COLUMNS}"
             );

@@ -112,7 +112,7 @@ pub(super) async fn apply(
         let units = i128::from(correction.actual) - i128::from(correction.estimated);
         let delta = units.saturating_mul(i128::from(shared_rate::interval_us(correction.quota)));
         let delta = i64::try_from(delta).unwrap_or(if units > 0 { i64::MAX } else { i64::MIN });
-        let key = shared_rate::row_key(Some(outcome.batch_id), "budget", &correction.key);
+        let key = shared_rate::row_key(correction.scope, "budget", &correction.key);
         shared_rate::correct(conn, &key, delta).await?;
     }
     Ok(outcomes.iter().map(|o| applied.contains(&o.task_id.0)).collect())

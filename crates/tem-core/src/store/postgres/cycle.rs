@@ -11,7 +11,6 @@ use crate::time::now_ms;
 impl PgStore {
     /// Runs `input` in one transaction. Nothing in the output is true until this returns `Ok`.
     pub async fn run_cycle(&self, input: &CycleInput) -> Result<CycleOutput> {
-        let now = now_ms();
         let mut touched: BTreeSet<i64> = input.outcomes.iter().map(|o| o.batch_id.0).collect();
         touched.extend(input.claims.iter().filter_map(|c| c.batch.map(|b| b.0)));
         let touched: Vec<i64> = touched.into_iter().collect();
@@ -21,6 +20,9 @@ impl PgStore {
 
         let mut tx = self.pool.begin().await?;
         lock_batches(&mut tx, &touched, everything_active).await?;
+        // Read after the lock: a commit that queued behind another must not lease, rescue or
+        // schedule with the time it started waiting.
+        let now = now_ms();
         let accepted = if input.outcomes.is_empty() {
             Vec::new()
         } else {

@@ -94,7 +94,10 @@ impl PgStore {
         if tasks.len() >= ANALYZE_AFTER {
             // A table that grew by thousands of rows since the planner last looked gets its
             // statistics now, so the claim keeps walking its index instead of scanning.
-            sqlx::query("ANALYZE task").execute(&self.pool).await?;
+            // The tasks are committed: a failure here must not make the enqueue look failed.
+            if let Err(error) = sqlx::query("ANALYZE task").execute(&self.pool).await {
+                tracing::debug!(%error, "ANALYZE after a large enqueue failed");
+            }
         }
         // Identities are handed out in insertion order, which is input order.
         ids.sort_unstable();

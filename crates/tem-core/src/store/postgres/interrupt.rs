@@ -24,20 +24,20 @@ const CHECK: &str = "\
             (b.completed - b.base_completed) + (b.failed - b.base_failed) AS finished, \
             b.rate_limited - b.base_rate_limited AS rate_limited, \
             b.overloaded - b.base_overloaded AS overloaded, \
-            coalesce(b.interruption_criteria::jsonb ->> 'max_failed_tasks', p.defaults ->> 'max_failed_tasks')::bigint \
+            coalesce(b.interruption_criteria::jsonb ->> 'max_failed_tasks', p.defaults ->> 'max_failed_tasks')::numeric \
                 AS max_failed, \
             coalesce(b.interruption_criteria::jsonb ->> 'max_consecutive_failures', \
-                     p.defaults ->> 'max_consecutive_failures')::bigint AS max_consecutive, \
+                     p.defaults ->> 'max_consecutive_failures')::numeric AS max_consecutive, \
             coalesce(b.interruption_criteria::jsonb ->> 'max_error_rate', p.defaults ->> 'max_error_rate')::float8 \
                 AS max_rate, \
-            coalesce(b.interruption_criteria::jsonb ->> 'min_sample', p.defaults ->> 'min_sample', '20')::bigint \
+            coalesce(b.interruption_criteria::jsonb ->> 'min_sample', p.defaults ->> 'min_sample', '20')::numeric \
                 AS min_sample, \
-            coalesce(b.interruption_criteria::jsonb ->> 'max_rate_limited', p.defaults ->> 'max_rate_limited')::bigint \
+            coalesce(b.interruption_criteria::jsonb ->> 'max_rate_limited', p.defaults ->> 'max_rate_limited')::numeric \
                 AS max_429, \
-            coalesce(b.interruption_criteria::jsonb ->> 'max_overloaded', p.defaults ->> 'max_overloaded')::bigint \
+            coalesce(b.interruption_criteria::jsonb ->> 'max_overloaded', p.defaults ->> 'max_overloaded')::numeric \
                 AS max_5xx, \
             coalesce(b.interruption_criteria::jsonb ->> 'max_batch_runtime_ms', \
-                     p.defaults ->> 'max_batch_runtime_ms')::bigint AS max_runtime \
+                     p.defaults ->> 'max_batch_runtime_ms')::numeric AS max_runtime \
         FROM batch AS b CROSS JOIN p \
         WHERE b.status = 'active' AND (p.everything OR b.id = ANY(p.ids)) \
           AND (p.defaults IS NOT NULL OR b.interruption_criteria IS NOT NULL)), \

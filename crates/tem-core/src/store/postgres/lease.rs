@@ -40,20 +40,25 @@ pub(super) async fn renew(conn: &mut PgConnection, request: &RenewRequest) -> Re
 }
 
 /// Tasks whose lease expired go back to `pending` (or `failed` when that was their last
-/// attempt), with the lost attempt recorded, in one statement. The attempt is charged: a task
+/// attempt, or `cancelled` when their batch was cancelled meanwhile), with the lost attempt
+/// recorded, in one statement. The attempt is charged: a task
 /// that crashes its worker every time must not loop forever. Rows another transaction holds
 /// are skipped (their holder is alive and writing them). Returns how many were rescued.
 pub(super) async fn rescue(conn: &mut PgConnection, now: Millis) -> Result<u64> {
     let rescued = sqlx::query(
         "WITH expired AS ( \
-             SELECT id, batch_id, attempt, max_attempts, lease_owner, claimed_at FROM task \
-             WHERE status = 'running' AND lease_expires_at < $1 \
-             ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             SELECT t.id, t.batch_id, t.attempt, t.max_attempts, t.lease_owner, t.claimed_at, \
+                 b.status = 'cancelled' AS cancelled \
+             FROM task AS t JOIN batch AS b ON b.id = t.batch_id \
+             WHERE t.status = 'running' AND t.lease_expires_at < $1 \
+             ORDER BY t.lease_expires_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED), \
          moved AS ( \
-             UPDATE task SET status = CASE WHEN e.attempt >= e.max_attempts THEN 'failed' ELSE 'pending' END, \
+             UPDATE task SET status = CASE WHEN e.cancelled THEN 'cancelled' \
+                     WHEN e.attempt >= e.max_attempts THEN 'failed' ELSE 'pending' END, \
                  last_error = 'lease expired: worker ' || coalesce(e.lease_owner, 'unknown') \
                      || ' stopped renewing it (crashed, killed or stalled)', \
-                 finished_at = CASE WHEN e.attempt >= e.max_attempts THEN $1 END, run_after = $1, \
+                 finished_at = CASE WHEN e.cancelled OR e.attempt >= e.max_attempts THEN $1 END, \
+                 run_after = $1, \
                  lease_owner = NULL, lease_expires_at = NULL \
              FROM expired AS e WHERE task.id = e.id \
              RETURNING task.id) \
@@ -62,7 +67,7 @@ pub(super) async fn rescue(conn: &mut PgConnection, now: Millis) -> Result<u64> 
          SELECT e.id, e.batch_id, e.attempt, e.lease_owner, coalesce(e.claimed_at, $1), $1, 'lease_expired', \
              'lease expired: worker ' || coalesce(e.lease_owner, 'unknown') \
                  || ' stopped renewing it (crashed, killed or stalled)', \
-             CASE WHEN e.attempt >= e.max_attempts THEN NULL ELSE $1 END \
+             CASE WHEN e.cancelled OR e.attempt >= e.max_attempts THEN NULL ELSE $1 END \
          FROM expired AS e JOIN moved AS m ON m.id = e.id ORDER BY e.id",
     )
     .bind(now)

@@ -93,8 +93,10 @@ pub(super) fn interval_us(quota: Quota) -> i64 {
 /// never crediting it back past the present.
 pub(super) async fn correct(conn: &mut PgConnection, key: &str, delta_us: i64) -> Result<()> {
     sqlx::query(
-        "UPDATE limit_rate SET tat_us = CASE WHEN $2 >= 0 THEN greatest(tat_us, n.now) + $2 \
-                                             ELSE greatest(tat_us + $2, n.now) END \
+        // In numeric, clamped back into bigint: an absurd reported cost must not fail the commit.
+        "UPDATE limit_rate SET tat_us = least(9000000000000000000, CASE \
+                 WHEN $2 >= 0 THEN greatest(tat_us, n.now)::numeric + $2 \
+                 ELSE greatest(tat_us::numeric + $2, n.now) END)::bigint \
          FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now) AS n \
          WHERE key = $1",
     )

@@ -49,8 +49,9 @@ pub(super) fn renewed(results: &[StatementResult], (held, stopped): (usize, usiz
 }
 
 /// Adds the rescue: tasks whose lease expired go back to `pending` (or `failed` when that was
-/// their last attempt), with the lost attempt recorded. The attempt is charged: a task that
-/// crashes its worker every time must not loop forever. Returns the statement whose change
+/// their last attempt, `cancelled` when their batch was cancelled), with the lost attempt
+/// recorded. The attempt is charged: a task that crashes its worker every time must not loop
+/// forever. Returns the statement whose change
 /// count is the number rescued.
 pub(super) fn push_rescue(program: &mut Program, now: Millis) -> Result<usize> {
     // Placeholder: now.
@@ -60,22 +61,25 @@ pub(super) fn push_rescue(program: &mut Program, now: Millis) -> Result<usize> {
     );
     let message = "'lease expired: worker ' || coalesce(lease_owner, 'unknown') || \
                    ' stopped renewing it (crashed, killed or stalled)'";
+    // A task whose batch was cancelled while it ran is cancelled, not queued again.
+    let cancelled = "(SELECT status = 'cancelled' FROM batch WHERE batch.id = task.batch_id)";
     let now = Value::Int(now);
     program.push(
         &format!(
             "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, outcome, \
                  message, retry_at) \
              SELECT id, batch_id, attempt, lease_owner, coalesce(claimed_at, ?), ?, 'lease_expired', \
-                 {message}, CASE WHEN attempt >= max_attempts THEN NULL ELSE ? END \
+                 {message}, CASE WHEN {cancelled} OR attempt >= max_attempts THEN NULL ELSE ? END \
              FROM task WHERE id IN ({expired})"
         ),
         &[now.clone(), now.clone(), now.clone(), now.clone()],
     )?;
     program.push(
         &format!(
-            "UPDATE task SET status = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'pending' END, \
+            "UPDATE task SET status = CASE WHEN {cancelled} THEN 'cancelled' \
+                     WHEN attempt >= max_attempts THEN 'failed' ELSE 'pending' END, \
                  last_error = {message}, \
-                 finished_at = CASE WHEN attempt >= max_attempts THEN ? END, run_after = ?, \
+                 finished_at = CASE WHEN {cancelled} OR attempt >= max_attempts THEN ? END, run_after = ?, \
                  lease_owner = NULL, lease_expires_at = NULL \
              WHERE id IN ({expired})"
         ),
