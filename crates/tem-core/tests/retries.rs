@@ -325,7 +325,7 @@ on_both_backends! {
         let report = engine
             .worker(WorkerOptions::default().batch(batch.id))
             .handle("call", |n: u32, _| async move {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     Err(TaskError::retryable("body: \u{0}\u{1}PNG"))
                 } else {
                     Ok(())
