@@ -170,6 +170,31 @@ async fn four_processes_share_a_batch_its_rate_and_survive_a_sigkill() {
         "{} calls answered, {attempts} attempts recorded",
         stats.requests
     );
+    // The batch commands read the same database.
+    let tem_batch = |args: &[&str]| {
+        let mut command = std::process::Command::new(tem());
+        command
+            .current_dir(dir.path())
+            .arg("batch")
+            .args(args)
+            .args(["--db", db.url(), "--json"]);
+        command.env_remove("TEM_CONFIG").env_remove("TEM_DB");
+        let output = command.output().expect("run tem batch");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let list = tem_batch(&["list"]);
+    assert_eq!(list[0]["code"], "shared");
+    let report = tem_batch(&["show", "shared"]);
+    assert_eq!(report["batch"]["status"], "completed");
+    assert_eq!(report["batch"]["stats"]["completed"], TASKS as u64);
+    assert_eq!(report["batch"]["stats"]["lost"], lost);
+
     eprintln!(
         "{TASKS} tasks by {WORKERS} processes (one killed): {} calls, busiest second {} of {API_LIMIT}, \
          {lost} attempts lost to the kill and rescued",

@@ -17,6 +17,12 @@ pub enum Error {
     #[error("invalid database URL `{url}`: {reason}")]
     InvalidUrl { url: String, reason: String },
 
+    /// No database server answered at the URL.
+    #[error(
+        "cannot reach the database at `{url}`: {reason} (is the server running, and the host and port right?)"
+    )]
+    DatabaseUnreachable { url: String, reason: String },
+
     /// The database file does not exist and the caller asked not to create it.
     #[error("database `{0}` does not exist")]
     DatabaseMissing(String),

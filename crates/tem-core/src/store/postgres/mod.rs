@@ -47,6 +47,12 @@ impl PgStore {
             url: redact(url),
             reason: e.to_string(),
         })?;
+        // One connection first: a server that is not there is said so at once, instead of after
+        // the pool has retried for its whole acquire timeout.
+        let probe = sqlx::ConnectOptions::connect(&connect)
+            .await
+            .map_err(|e| unreachable_or(e, url))?;
+        let _ = sqlx::Connection::close(probe).await;
         // The writer connection of the group commit plus readers; a claim never waits for a
         // reader.
         let pool = PgPoolOptions::new()
@@ -89,9 +95,9 @@ fn unreachable_or(error: sqlx::Error, url: &str) -> Error {
         return Error::DatabaseMissing(redact(url));
     }
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => Error::InvalidUrl {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => Error::DatabaseUnreachable {
             url: redact(url),
-            reason: format!("could not connect to Postgres: {error}"),
+            reason: error.to_string(),
         },
         other => Error::Database(other),
     }
