@@ -25,12 +25,12 @@ pub use postgres::redact as redact_url;
 /// The engine's default interruption criteria as JSON, for the check in every commit (`None`
 /// when it has none, so batches without criteria of their own cost nothing).
 pub(crate) fn criteria_json(
-    options: &crate::engine::EngineOptions,
+    criteria: &crate::interrupt::InterruptionCriteria,
 ) -> crate::error::Result<Option<Arc<str>>> {
-    if options.criteria.is_empty() {
+    if criteria.is_empty() {
         return Ok(None);
     }
-    let json = serde_json::to_string(&options.criteria).map_err(|source| crate::error::Error::Json {
+    let json = serde_json::to_string(criteria).map_err(|source| crate::error::Error::Json {
         what: "interruption criteria",
         source,
     })?;

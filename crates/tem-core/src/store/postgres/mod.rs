@@ -75,7 +75,7 @@ impl PgStore {
             }
         }
         MIGRATOR.run(&pool).await?;
-        let criteria_defaults = super::criteria_json(options)?;
+        let criteria_defaults = super::criteria_json(&options.criteria)?;
         Ok(PgStore {
             pool,
             criteria_defaults,

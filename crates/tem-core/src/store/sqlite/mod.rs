@@ -83,7 +83,7 @@ impl SqliteStore {
         } else {
             write.clone()
         };
-        let criteria_defaults = super::criteria_json(options)?;
+        let criteria_defaults = super::criteria_json(&options.criteria)?;
         Ok(SqliteStore {
             write,
             read,
