@@ -9,13 +9,24 @@ use crate::error::{Error, Result};
 use crate::store::{Next, OutcomeRow};
 use crate::time::Millis;
 
-/// Every outcome as a JSON array of objects with the fields below.
-pub(crate) fn all(outcomes: &[OutcomeRow], now: Millis) -> Result<String> {
-    let rows: Vec<Row<'_>> = outcomes.iter().map(|o| row(o, now)).collect();
-    serde_json::to_string(&rows).map_err(|source| Error::Json {
-        what: "outcomes",
-        source,
-    })
+/// Every outcome but the plain successes (those travel in [`successes`]) as a JSON array of
+/// objects with the fields below: what the history, failure and pause statements read. `None`
+/// when every outcome is a plain success, the common case, which then costs no serialisation.
+pub(crate) fn others(outcomes: &[OutcomeRow], now: Millis) -> Result<Option<String>> {
+    let rows: Vec<Row<'_>> = outcomes
+        .iter()
+        .filter(|o| o.history || o.pause.is_some() || !matches!(o.next, Next::Complete { .. }))
+        .map(|o| row(o, now))
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&rows)
+        .map(Some)
+        .map_err(|source| Error::Json {
+            what: "outcomes",
+            source,
+        })
 }
 
 /// The successes alone (the common case) as compact `[id, token, finished_at, result]` rows;

@@ -28,31 +28,27 @@ pub(super) async fn claim(
     request: &ClaimRequest,
     now: Millis,
 ) -> Result<ClaimResult> {
-    if let Some(key) = &request.pause_key {
-        let paused: Option<Millis> =
-            sqlx::query_scalar("SELECT until FROM limit_pause WHERE key = $1 AND until > $2")
-                .bind(key.as_ref())
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(until) = paused {
-            return Ok(ClaimResult::Paused { until });
-        }
+    // The key's pause and the batch's status and running count, in one round trip (the batch
+    // side is empty for a claim across batches, or a batch that is gone).
+    let state = sqlx::query(
+        "SELECT (SELECT until FROM limit_pause WHERE key = $1 AND until > $2), b.status, b.running \
+         FROM (SELECT 1) AS one LEFT JOIN batch AS b ON b.id = $3",
+    )
+    .bind(request.pause_key.as_deref())
+    .bind(now)
+    .bind(request.batch.map(|b| b.0))
+    .fetch_one(&mut *conn)
+    .await?;
+    if let Some(until) = state.try_get::<Option<Millis>, _>(0)? {
+        return Ok(ClaimResult::Paused { until });
     }
     let mut max = i64::from(request.max);
-    if let Some(batch) = request.batch {
-        let row = sqlx::query("SELECT status, running FROM batch WHERE id = $1")
-            .bind(batch.0)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(row) = row else {
-            return Ok(ClaimResult::Claimed(Vec::new()));
-        };
-        if row.try_get::<&str, _>(0)? != "active" {
+    if request.batch.is_some() {
+        if state.try_get::<Option<&str>, _>(1)? != Some("active") {
             return Ok(ClaimResult::Claimed(Vec::new()));
         }
         if let Some(cap) = request.shared.concurrency {
-            let room = i64::from(cap) - row.try_get::<i64, _>(1)?;
+            let room = i64::from(cap) - state.try_get::<i64, _>(2)?;
             if room <= 0 {
                 return Ok(ClaimResult::Throttled {
                     until: now + duration_ms(CAPPED_RETRY),

@@ -23,9 +23,11 @@ pub(super) async fn apply(
     outcomes: &[OutcomeRow],
     now: Millis,
 ) -> Result<Vec<bool>> {
-    let json = outcome_json::all(outcomes, now)?;
+    let others = outcome_json::others(outcomes, now)?;
     // History first: once the task row is updated, the fence below no longer matches.
-    if outcomes.iter().any(|o| o.history) {
+    if let Some(json) = &others
+        && outcomes.iter().any(|o| o.history)
+    {
         let sql = format!(
             "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, \
                  outcome, http_status, message, retry_at) \
@@ -36,7 +38,7 @@ pub(super) async fn apply(
              WHERE v.history ORDER BY v.id"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&json)
+            .bind(json)
             .execute(&mut *conn)
             .await?;
     }
@@ -55,7 +57,9 @@ pub(super) async fn apply(
         .await?;
         applied.extend(ids);
     }
-    if outcomes.iter().any(|o| !matches!(o.next, Next::Complete { .. })) {
+    if let Some(json) = &others
+        && outcomes.iter().any(|o| !matches!(o.next, Next::Complete { .. }))
+    {
         let sql = format!(
             "UPDATE task SET status = v.status, result = NULL, last_error = v.error, \
                  run_after = coalesce(v.run_after, task.run_after), finished_at = v.task_finished_at, \
@@ -66,12 +70,14 @@ pub(super) async fn apply(
              RETURNING task.id"
         );
         let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(&json)
+            .bind(json)
             .fetch_all(&mut *conn)
             .await?;
         applied.extend(ids);
     }
-    if outcomes.iter().any(|o| o.pause.is_some()) {
+    if let Some(json) = &others
+        && outcomes.iter().any(|o| o.pause.is_some())
+    {
         let sql = format!(
             "INSERT INTO limit_pause (key, until, reason) \
              SELECT DISTINCT ON (v.pause_key) v.pause_key, v.pause_until, v.pause_reason \
@@ -81,7 +87,7 @@ pub(super) async fn apply(
                  reason = excluded.reason"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&json)
+            .bind(json)
             .execute(&mut *conn)
             .await?;
     }

@@ -119,16 +119,18 @@ pub fn redact(url: &str) -> String {
 
 /// Locks the rows of `ids` (and, with `all`, of every batch that has active work: active, or
 /// with tasks still running) in id order; the first statement of every write transaction.
-async fn lock_batches(conn: &mut sqlx::PgConnection, ids: &[i64], all: bool) -> Result<()> {
-    sqlx::query(
-        "SELECT id FROM batch WHERE id = ANY($1) OR ($2 AND (status = 'active' OR running > 0)) \
+/// Returns whether any of them has interruption criteria of its own.
+async fn lock_batches(conn: &mut sqlx::PgConnection, ids: &[i64], all: bool) -> Result<bool> {
+    let own_criteria: Vec<bool> = sqlx::query_scalar(
+        "SELECT interruption_criteria IS NOT NULL FROM batch \
+         WHERE id = ANY($1) OR ($2 AND (status = 'active' OR running > 0)) \
          ORDER BY id FOR UPDATE",
     )
     .bind(ids)
     .bind(all)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    Ok(own_criteria.contains(&true))
 }
 
 #[cfg(test)]

@@ -18,10 +18,12 @@ pub(super) struct OutcomeSection {
 
 /// Adds the statements applying `outcomes` to `program`.
 pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) -> Result<OutcomeSection> {
-    let json = Value::Text(outcome_json::all(outcomes, now)?.into());
+    let others = outcome_json::others(outcomes, now)?.map(|json| Value::Text(json.into()));
     // History first: once the task row is updated, the fence below no longer matches. A success
     // is not copied there: the task row itself keeps its last attempt.
-    if outcomes.iter().any(|o| o.history) {
+    if let Some(json) = &others
+        && outcomes.iter().any(|o| o.history)
+    {
         program.push(
             "INSERT INTO task_attempt (task_id, batch_id, attempt, worker, started_at, finished_at, \
                  outcome, http_status, message, retry_at) \
@@ -31,7 +33,7 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
              FROM json_each(?) AS j CROSS JOIN task AS t \
              WHERE t.id = j.value->>'id' AND t.lease_token = j.value->>'token' AND t.status = 'running' \
                AND j.value->>'history'",
-            std::slice::from_ref(&json),
+            std::slice::from_ref(json),
         )?;
     }
     let mut applied = Vec::new();
@@ -46,7 +48,9 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
             &[compact.into()],
         )?);
     }
-    if outcomes.iter().any(|o| !matches!(o.next, Next::Complete { .. })) {
+    if let Some(json) = &others
+        && outcomes.iter().any(|o| !matches!(o.next, Next::Complete { .. }))
+    {
         applied.push(program.push(
             "UPDATE task SET status = v.status, result = NULL, last_error = v.error, \
                  run_after = coalesce(v.run_after, task.run_after), finished_at = v.task_finished_at, \
@@ -57,10 +61,12 @@ pub(super) fn push(program: &mut Program, outcomes: &[OutcomeRow], now: Millis) 
                    FROM json_each(?) WHERE value->>'status' <> 'completed') AS v \
              WHERE task.id = v.id AND task.lease_token = v.token AND task.status = 'running' \
              RETURNING task.id",
-            std::slice::from_ref(&json),
+            std::slice::from_ref(json),
         )?);
     }
-    if outcomes.iter().any(|o| o.pause.is_some()) {
+    if let Some(json) = others
+        && outcomes.iter().any(|o| o.pause.is_some())
+    {
         program.push(
             "INSERT INTO limit_pause (key, until, reason) \
              SELECT value->>'pause_key', value->>'pause_until', value->>'pause_reason' FROM json_each(?) \
