@@ -18,8 +18,8 @@ use crate::error::StreamError;
 use crate::json;
 use crate::offset::{Offset, ReadFrom};
 use crate::producer::{ProducerState, ProducerTuple, Verdict};
-use crate::store::file::group_sync::GroupSync;
-use crate::store::file::segment::{Record, Segment};
+use crate::store::file::group_sync::{GroupSync, Pending};
+use crate::store::file::segment::{Flush, Record, Segment};
 use crate::ttl::Lifetime;
 
 /// The visible end of a stream: what readers may see and wait on.
@@ -147,7 +147,7 @@ pub struct Stream {
     last_access_ms: AtomicU64,
     state: Mutex<State>,
     tail: watch::Sender<Tail>,
-    sync: Option<GroupSync>,
+    sync: Option<Arc<GroupSync>>,
     /// Deleted (or expired) while forks still read it: 410 to clients, data kept for forks.
     soft_deleted: AtomicBool,
     /// Live forks that read this stream's data.
@@ -168,7 +168,7 @@ impl Stream {
         let end = base + replayed.end;
         let message_ends = replayed.message_ends.iter().map(|e| base + e).collect();
         let sync = match &body {
-            Body::File(segment) => Some(GroupSync::new(segment.written())),
+            Body::File(segment) => Some(Arc::new(GroupSync::new(segment.written()))),
             Body::Memory(_) => None,
         };
         let tail = Tail {
@@ -235,7 +235,7 @@ impl Stream {
 
     /// How many group `fdatasync`s made this stream's appends durable (0 in memory).
     pub fn syncs(&self) -> u64 {
-        self.sync.as_ref().map_or(0, GroupSync::syncs)
+        self.sync.as_ref().map_or(0, |sync| sync.syncs())
     }
 
     /// The visible tail.
@@ -269,7 +269,11 @@ impl Stream {
     }
 
     /// Appends, applying the protocol's checks in its order; acknowledged only once durable.
-    pub async fn append(&self, request: AppendRequest, now_ms: u64) -> Result<Appended, StreamError> {
+    pub async fn append(
+        self: &Arc<Self>,
+        request: AppendRequest,
+        now_ms: u64,
+    ) -> Result<Appended, StreamError> {
         let (appended, durable_at) = self.write(request, now_ms)?;
         self.make_durable(durable_at).await?;
         Ok(appended)
@@ -400,38 +404,20 @@ impl Stream {
         Ok((appended, written(&state)))
     }
 
-    /// Waits until the segment is durable up to `pos`, then makes what that covers visible.
-    async fn make_durable(&self, pos: u64) -> Result<(), StreamError> {
+    /// Waits until the segment is durable up to `pos` (the sync makes what it covers visible).
+    async fn make_durable(self: &Arc<Self>, pos: u64) -> Result<(), StreamError> {
         let Some(sync) = &self.sync else {
             return Ok(());
         };
-        let snapshot = || {
-            let mut state = self.lock();
-            let tail = Tail {
-                offset: Offset(state.end),
-                closed: state.closed,
-            };
-            let Body::File(segment) = &mut state.body else {
-                unreachable!("only file-backed streams have a group sync");
-            };
-            (segment.take_pending(), segment.written(), tail)
-        };
-        match sync.sync_to(pos, snapshot).await {
-            Ok(Some(tail)) => {
-                self.publish(tail);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(error) => {
-                // After a failed write or fsync the kernel may have dropped the dirty pages:
-                // what is on disk is unknown, so this stream acknowledges nothing more until a
-                // restart re-reads it.
-                let reason = format!("syncing {}: {error}", self.path);
-                tracing::error!(%reason, "stream stops accepting appends");
-                self.lock().failed = Some(reason.clone());
-                Err(StreamError::Storage(reason))
-            }
-        }
+        sync.sync_to(pos, self).await.map_err(|error| {
+            // After a failed write or fsync the kernel may have dropped the dirty pages: what
+            // is on disk is unknown, so this stream acknowledges nothing more until a restart
+            // re-reads it.
+            let reason = format!("syncing {}: {error}", self.path);
+            tracing::error!(%reason, "stream stops accepting appends");
+            self.lock().failed = Some(reason.clone());
+            StreamError::Storage(reason)
+        })
     }
 
     fn publish(&self, tail: Tail) {
@@ -545,5 +531,26 @@ impl Stream {
             Kind::Json => json::array(&stored),
             _ => stored,
         }
+    }
+}
+
+impl Pending for Stream {
+    type Mark = Tail;
+
+    fn take(&self) -> Option<(Flush, u64, Tail)> {
+        let mut state = self.lock();
+        let tail = Tail {
+            offset: Offset(state.end),
+            closed: state.closed,
+        };
+        match &mut state.body {
+            Body::File(segment) => Some((segment.take_pending(), segment.written(), tail)),
+            // Only file-backed streams have a group sync.
+            Body::Memory(_) => None,
+        }
+    }
+
+    fn publish(&self, tail: Tail) {
+        Stream::publish(self, tail);
     }
 }

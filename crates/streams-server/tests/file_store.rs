@@ -2,7 +2,7 @@
 //! closure, forks, soft deletes), torn tails and orphans, expiry across a restart, and group
 //! commit (concurrent appends share fsyncs).
 
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -223,12 +223,16 @@ async fn a_torn_tail_is_cut_and_orphan_segments_are_removed() {
         .expect("one")
         .expect("entry")
         .path();
-    // A record whose write was cut short: a length promising more than follows.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
+    // A record whose write was cut short, where the next record goes: after the last record,
+    // in the zeros the file reserves ahead (a length promising more than follows).
+    let bytes = std::fs::read(&segment).expect("read segment");
+    let records_end = bytes.iter().rposition(|&b| b != 0).expect("records") + 1;
+    assert!(bytes.len() > records_end, "the segment reserves space ahead");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
         .open(&segment)
         .expect("open");
-    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6])
+    file.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6], records_end as u64)
         .expect("torn bytes");
     drop(file);
     let orphan = segments.join("00000000000000ff.seg");

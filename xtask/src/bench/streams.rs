@@ -59,6 +59,42 @@ pub struct Args {
     /// One JSON object per case, mode and server per line.
     #[arg(long)]
     json: bool,
+    /// Only these cases, comma-separated (append_1k_1w, append_1k_64w, append_64b_1w,
+    /// append_64b_64w, catch_up, wake_up); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = parse_case)]
+    cases: Vec<Case>,
+    /// Measure this tem binary instead of building target/release/tem (to compare two builds,
+    /// run the bench once with each).
+    #[arg(long, value_name = "PATH")]
+    tem: Option<PathBuf>,
+    /// Only this storage mode; both by default.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+}
+
+fn parse_case(name: &str) -> Result<Case, String> {
+    CASES.into_iter().find(|case| case.name() == name).ok_or_else(|| {
+        let names: Vec<String> = CASES.iter().map(|case| case.name()).collect();
+        format!("no case {name:?}; the cases are {}", names.join(", "))
+    })
+}
+
+impl Args {
+    /// The modes to run, in [`MODES`] order.
+    fn modes(&self) -> Vec<Mode> {
+        MODES
+            .into_iter()
+            .filter(|mode| self.mode.is_none_or(|only| only == *mode))
+            .collect()
+    }
+
+    /// The cases to run, in [`CASES`] order.
+    fn cases(&self) -> Vec<Case> {
+        CASES
+            .into_iter()
+            .filter(|case| self.cases.is_empty() || self.cases.contains(case))
+            .collect()
+    }
 }
 
 /// Where every server is given its streams: the conformance suite's prefix (tem and both peers
@@ -92,7 +128,7 @@ const CONNECT_BATCH: usize = 100;
 const SMALL_BUFFER: usize = 8 * 1024;
 const READ_BUFFER: usize = 256 * 1024;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Memory,
     Durable,
@@ -109,7 +145,7 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Case {
     Append { body: usize, writers: usize },
     CatchUp,
@@ -443,7 +479,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut servers = vec![Server {
         name: "tem",
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        kind: Kind::Tem(super::tem_binary()?),
+        kind: Kind::Tem(match &args.tem {
+            Some(path) => path.clone(),
+            None => super::tem_binary()?,
+        }),
     }];
     let mut left_out = Vec::new();
     let peers: [(bool, &str, Install); 2] = [
@@ -463,9 +502,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    let mut rows: Vec<Row> = CASES
-        .into_iter()
-        .flat_map(|case| MODES.into_iter().map(move |mode| (case, mode)))
+    let cases = args.cases();
+    let mut rows: Vec<Row> = cases
+        .iter()
+        .copied()
+        .flat_map(|case| args.modes().into_iter().map(move |mode| (case, mode)))
         .flat_map(|(case, mode)| {
             (0..servers.len()).map(move |server| Row {
                 case,
@@ -482,7 +523,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_root)?;
     let rounds = args.rounds.max(1);
     for round in 1..=rounds {
-        for mode in MODES {
+        for mode in args.modes() {
             for (index, server) in servers.iter().enumerate() {
                 eprintln!(
                     "streams bench: round {round}/{rounds}, {} {}",
@@ -490,7 +531,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     mode.name()
                 );
                 let outcomes = measure_server(server, mode, &data_root, &args).await;
-                for (case, outcome) in CASES.into_iter().zip(outcomes) {
+                for (&case, outcome) in cases.iter().zip(outcomes) {
                     let row = rows
                         .iter_mut()
                         .find(|r| r.case == case && r.mode == mode && r.server == index);
@@ -521,7 +562,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Starts `server` in `mode` on a fresh data directory, warms it up and measures every case,
-/// in the order of [`CASES`]; a server that cannot start or warm up fails every case.
+/// in the order of [`Args::cases`]; a server that cannot start or warm up fails every case.
 async fn measure_server(
     server: &Server,
     mode: Mode,
@@ -536,7 +577,7 @@ async fn measure_server(
         let running = server.start(mode, data.path()).context("starting the server")?;
         warm_up(running.addr, args).await.context("warming up")?;
         let mut outcomes = Vec::new();
-        for case in CASES {
+        for case in args.cases() {
             let figures = measure(case, running.addr, args).await;
             outcomes.push(figures.map_err(|error| format!("{error:#}")));
         }
@@ -544,7 +585,7 @@ async fn measure_server(
     };
     match measured.await {
         Ok(outcomes) => outcomes,
-        Err(error) => CASES.iter().map(|_| Err(format!("{error:#}"))).collect(),
+        Err(error) => args.cases().iter().map(|_| Err(format!("{error:#}"))).collect(),
     }
 }
 
@@ -888,7 +929,7 @@ fn print_table(rows: &[Row], servers: &[Server], args: &Args, left_out: &[String
     let cell = |value: Option<f64>, decimals: usize| {
         value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
     };
-    for case in CASES {
+    for case in args.cases() {
         println!();
         println!("{}: {}", case.name(), case.describe(args));
         let rate_header = match case.rate_name().0 {

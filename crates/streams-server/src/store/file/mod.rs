@@ -8,6 +8,7 @@
 
 pub mod group_sync;
 pub mod meta;
+pub mod preallocate;
 pub mod segment;
 
 use std::collections::HashSet;

@@ -4,7 +4,8 @@
 //! whether it closes the stream — is one record, written with one `pwrite` and made durable by
 //! one `fdatasync`. So producer state can never run ahead of or behind the data it guards, and
 //! recovery is a scan: replay records until the first one that is incomplete or fails its
-//! checksum, and cut the file there.
+//! checksum, and cut the file there. The file is preallocated ahead of its records
+//! ([`preallocate`]), so it may end in zeros: a zero length is not a record, and the scan stops.
 //!
 //! Record layout (little-endian):
 //!
@@ -23,6 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::preallocate;
 use crate::producer::ProducerTuple;
 
 const PREFIX: usize = 8;
@@ -187,6 +189,8 @@ pub struct Segment {
     len: u64,
     /// Bytes handed to the file.
     flushed: u64,
+    /// The file's length: its records, then reserved zeros.
+    allocated: u64,
     pending: Vec<u8>,
     extents: Vec<Extent>,
 }
@@ -197,11 +201,16 @@ pub struct Flush {
     file: Arc<File>,
     at: u64,
     bytes: Vec<u8>,
+    /// Space to reserve first, `(from, to)`, when the bytes would not fit.
+    reserve: Option<(u64, u64)>,
 }
 
 impl Flush {
     /// Writes the bytes, then makes the file durable up to their end.
     pub fn write_and_sync(self) -> io::Result<()> {
+        if let Some((from, to)) = self.reserve {
+            preallocate::reserve(&self.file, from, to)?;
+        }
         if !self.bytes.is_empty() {
             self.file.write_all_at(&self.bytes, self.at)?;
         }
@@ -232,12 +241,14 @@ impl Segment {
             file: Arc::new(file),
             len: 0,
             flushed: 0,
+            allocated: 0,
             pending: Vec::new(),
             extents: Vec::new(),
         })
     }
 
-    /// Opens an existing segment, replays its whole records and cuts off a torn tail.
+    /// Opens an existing segment, replays its whole records and cuts off a torn tail (keeping
+    /// reserved zeros).
     pub fn recover(path: &Path, mut replay: impl FnMut(&Record)) -> io::Result<(Segment, u64)> {
         let mut file = File::options().read(true).write(true).open(path)?;
         let mut bytes = Vec::new();
@@ -246,6 +257,7 @@ impl Segment {
             file: Arc::new(file),
             len: 0,
             flushed: 0,
+            allocated: bytes.len() as u64,
             pending: Vec::new(),
             extents: Vec::new(),
         };
@@ -263,7 +275,8 @@ impl Segment {
         }
         segment.len = at as u64;
         segment.flushed = at as u64;
-        if at < bytes.len() {
+        if bytes[at..].iter().any(|&byte| byte != 0) {
+            segment.allocated = at as u64;
             tracing::warn!(path = %path.display(), kept = at, dropped = bytes.len() - at, "cutting a torn tail");
             segment.file.set_len(at as u64)?;
             segment.file.sync_all()?;
@@ -293,10 +306,16 @@ impl Segment {
     pub fn take_pending(&mut self) -> Flush {
         let at = self.flushed;
         self.flushed = self.len;
+        let reserve = (self.len > self.allocated).then(|| {
+            let from = self.allocated;
+            self.allocated = preallocate::next_len(from, self.len);
+            (from, self.allocated)
+        });
         Flush {
             file: self.file.clone(),
             at,
             bytes: std::mem::take(&mut self.pending),
+            reserve,
         }
     }
 
@@ -396,5 +415,51 @@ mod tests {
         let mut out = Vec::new();
         recovered.plan(3, 8).read_into(&mut out).expect("read");
         assert_eq!(out, b"lowor");
+    }
+
+    #[test]
+    fn reserved_zeros_are_kept_and_the_next_record_goes_after_the_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.seg");
+        let mut segment = Segment::create(&path).expect("create");
+        segment.append(&record(b"hello", &[5]), 0);
+        segment.take_pending().write_and_sync().expect("write");
+        let whole = segment.written();
+        let reserved = std::fs::metadata(&path).expect("meta").len();
+        assert!(reserved > whole, "space is reserved ahead: {reserved} > {whole}");
+
+        let (mut recovered, stream_len) = Segment::recover(&path, |_| {}).expect("recover");
+        assert_eq!((stream_len, recovered.written()), (5, whole));
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").len(),
+            reserved,
+            "zeros kept"
+        );
+        recovered.append(&record(b"world", &[5]), 5);
+        let flush = recovered.take_pending();
+        assert!(flush.reserve.is_none(), "the reserved space is used first");
+        flush.write_and_sync().expect("write");
+
+        let mut replayed = Vec::new();
+        let (again, stream_len) =
+            Segment::recover(&path, |r| replayed.push(r.data.clone())).expect("recover");
+        assert_eq!(stream_len, 10);
+        assert_eq!(replayed, [b"hello".to_vec(), b"world".to_vec()]);
+        let mut out = Vec::new();
+        again.plan(0, 10).read_into(&mut out).expect("read");
+        assert_eq!(out, b"helloworld");
+    }
+
+    #[test]
+    fn a_record_bigger_than_the_reserve_grows_the_file_to_fit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.seg");
+        let mut segment = Segment::create(&path).expect("create");
+        let big = vec![7u8; 300 * 1024];
+        segment.append(&record(&big, &[big.len() as u32]), 0);
+        segment.take_pending().write_and_sync().expect("write");
+        assert!(std::fs::metadata(&path).expect("meta").len() >= segment.written());
+        let (_, stream_len) = Segment::recover(&path, |_| {}).expect("recover");
+        assert_eq!(stream_len, big.len() as u64);
     }
 }
