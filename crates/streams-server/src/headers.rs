@@ -1,6 +1,6 @@
 //! The protocol's header names, and the headers every response carries (security and CORS).
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::offset::Offset;
 
@@ -31,7 +31,20 @@ const EXPOSE_HEADERS: &str = "stream-next-offset, stream-up-to-date, stream-clos
 
 /// A header value holding an offset (always visible ASCII).
 pub fn offset_value(offset: Offset) -> HeaderValue {
-    HeaderValue::from_str(&offset.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Every append and read answers with one, so the common form (below 10^16 bytes) is
+    // written digit by digit rather than through the formatter.
+    const PREFIX: &[u8] = b"0000000000000000_";
+    let mut rest = offset.0;
+    if rest >= 10_u64.pow(16) {
+        return HeaderValue::from_str(&offset.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    }
+    let mut bytes = [b'0'; 33];
+    bytes[..PREFIX.len()].copy_from_slice(PREFIX);
+    for digit in bytes[PREFIX.len()..].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A request header as text, if present and visible ASCII.
@@ -52,7 +65,7 @@ pub fn stamp(headers: &mut HeaderMap) {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(
-        "cross-origin-resource-policy",
+        HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
     );
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -68,4 +81,17 @@ pub fn stamp(headers: &mut HeaderMap) {
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_values_match_the_wire_form() {
+        for bytes in [0, 7, 1_234_567, 9_999_999_999_999_999, 10_u64.pow(16), u64::MAX] {
+            let offset = Offset(bytes);
+            assert_eq!(offset_value(offset).to_str().expect("ascii"), offset.to_string());
+        }
+    }
 }

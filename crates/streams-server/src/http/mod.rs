@@ -98,13 +98,23 @@ fn stream_path(path: &str) -> Result<&str, StreamError> {
     if path.len() > 4096 {
         return Err(bad("longer than 4096 bytes"));
     }
-    let lowered = path.to_ascii_lowercase();
-    if lowered.contains("%00") || path.bytes().any(|b| b.is_ascii_control()) {
+    // Checked on every request, so without allocating: `%00` needs no case folding, and a dot
+    // segment is one or two dots, each `.` or `%2e` in either case.
+    if path.contains("%00") || path.bytes().any(|b| b.is_ascii_control()) {
         return Err(bad("control characters are not allowed"));
     }
     let dot_segment = |segment: &str| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
+        let mut rest = segment.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+                _ => return false,
+            };
+            dots += 1;
+        }
+        dots == 1 || dots == 2
     };
     if path.split('/').skip(1).any(dot_segment) {
         return Err(bad("'.' and '..' segments are not allowed"));
@@ -150,7 +160,20 @@ mod tests {
     #[test]
     fn stream_paths() {
         assert!(stream_path("/v1/stream/a-b_c.d").is_ok());
-        for bad in ["/", "", "/v1/../x", "/v1/%2E%2E/x", "/a/./b", "/a%00b"] {
+        assert!(
+            stream_path("/v1/stream/.../a%2e").is_ok(),
+            "three dots are a name"
+        );
+        for bad in [
+            "/",
+            "",
+            "/v1/../x",
+            "/v1/%2E%2E/x",
+            "/a/%2e./b",
+            "/a/./b",
+            "/a%00b",
+            "/a/..",
+        ] {
             assert!(stream_path(bad).is_err(), "{bad:?}");
         }
     }
