@@ -4,6 +4,7 @@ mod engine;
 mod load;
 mod mock;
 mod streams;
+mod streams_floor;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,6 +29,9 @@ pub enum Bench {
     /// Appends/s, catch-up MB/s and long-poll wake-up latency of `tem streams serve`, the Node
     /// reference server and the published Rust server.
     Streams(streams::Args),
+    /// The floor server of `bench streams --floor` (started by it, not by hand).
+    #[command(hide = true)]
+    StreamsFloor(streams_floor::Args),
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::EngineWorker(args) => engine::worker_process(args).await,
         Bench::Mock(args) => mock::run(args).await,
         Bench::Streams(args) => streams::run(args).await,
+        Bench::StreamsFloor(args) => tokio::task::spawn_blocking(move || streams_floor::serve(args)).await?,
     }
 }
 

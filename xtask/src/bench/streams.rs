@@ -56,6 +56,10 @@ pub struct Args {
     /// Leave out the published Rust server.
     #[arg(long)]
     skip_rust: bool,
+    /// Also measure the floor: one thread, one epoll loop, canned answers and no checks (not a
+    /// Durable Streams server) — what this machine and this load generator allow at all.
+    #[arg(long)]
+    floor: bool,
     /// One JSON object per case, mode and server per line.
     #[arg(long)]
     json: bool,
@@ -229,15 +233,23 @@ struct Server {
 
 enum Kind {
     Tem(PathBuf),
+    /// This xtask binary, as `bench streams-floor`.
+    Floor(PathBuf),
     /// The directory holding node_modules and [`NODE_SCRIPT`].
     Node(PathBuf),
     Rust(PathBuf),
 }
 
 impl Server {
+    /// Whether this server takes part in `case`: the floor answers a read in one piece from
+    /// one copy, which is no floor for bulk reads.
+    fn measures(&self, case: Case) -> bool {
+        !(matches!(self.kind, Kind::Floor(_)) && case == Case::CatchUp)
+    }
+
     fn label(&self) -> String {
         match self.kind {
-            Kind::Tem(_) => self.name.to_owned(),
+            Kind::Tem(_) | Kind::Floor(_) => self.name.to_owned(),
             _ => format!("{} {}", self.name, self.version),
         }
     }
@@ -259,12 +271,23 @@ impl Server {
                  --data-dir DIR --durability memory|wal",
                 binary.display()
             ),
+            Kind::Floor(_) => "one epoll loop, canned answers, no checks (xtask bench \
+                               streams-floor); durable: one write + fdatasync per loop turn"
+                .to_owned(),
         }
     }
 
     fn command(&self, mode: Mode, data: &Path) -> anyhow::Result<Command> {
         let durable = mode == Mode::Durable;
         let command = match &self.kind {
+            Kind::Floor(xtask) => {
+                let mut command = Command::new(xtask);
+                command.args(["bench", "streams-floor"]);
+                if durable {
+                    command.arg("--data-dir").arg(data);
+                }
+                command
+            }
             Kind::Tem(tem) => {
                 let mut command = Command::new(tem);
                 command.args(["streams", "serve", "--port", "0", "--long-poll-timeout", "30s"]);
@@ -501,20 +524,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    if args.floor {
+        servers.push(Server {
+            name: "floor",
+            version: String::new(),
+            kind: Kind::Floor(std::env::current_exe()?),
+        });
+    }
 
     let cases = args.cases();
+    let servers_ref = &servers;
     let mut rows: Vec<Row> = cases
         .iter()
         .copied()
         .flat_map(|case| args.modes().into_iter().map(move |mode| (case, mode)))
         .flat_map(|(case, mode)| {
-            (0..servers.len()).map(move |server| Row {
-                case,
-                mode,
-                server,
-                rounds: Vec::new(),
-                failure: None,
-            })
+            (0..servers.len())
+                .filter(move |&server| servers_ref[server].measures(case))
+                .map(move |server| Row {
+                    case,
+                    mode,
+                    server,
+                    rounds: Vec::new(),
+                    failure: None,
+                })
         })
         .collect();
     // Data directories live under target/ rather than /tmp, which may be a tmpfs where a sync
@@ -578,6 +611,11 @@ async fn measure_server(
         warm_up(running.addr, args).await.context("warming up")?;
         let mut outcomes = Vec::new();
         for case in args.cases() {
+            if !server.measures(case) {
+                // No row takes it.
+                outcomes.push(Err("not measured".to_owned()));
+                continue;
+            }
             let figures = measure(case, running.addr, args).await;
             outcomes.push(figures.map_err(|error| format!("{error:#}")));
         }
