@@ -124,10 +124,18 @@ impl GroupSync {
         }
     }
 
-    /// Runs passes on the blocking pool until no one waits.
+    /// Runs passes on the blocking pool (on a thread of its own outside a runtime) until no
+    /// one waits.
     fn spawn_loop<P: Pending>(self: &Arc<Self>, source: Arc<P>) {
-        let group = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let unstarted = Unstarted {
+            group: self.clone(),
+            started: false,
+        };
+        let work = move || {
+            let mut unstarted = unstarted;
+            unstarted.started = true;
+            let group = unstarted.group.clone();
+            drop(unstarted);
             loop {
                 {
                     let mut state = group.lock();
@@ -140,7 +148,28 @@ impl GroupSync {
                     return;
                 }
             }
-        });
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(work)),
+            Err(_) => {
+                let spawned = std::thread::Builder::new()
+                    .name("streams-sync".to_owned())
+                    .spawn(work);
+                if let Err(error) = spawned {
+                    tracing::error!(%error, "could not start a sync thread");
+                }
+            }
+        }
+    }
+
+    /// Gives the loop's role back without a pass and answers everyone waiting with `reason`.
+    /// Nothing was taken, so nothing is failed: the next appender starts a loop that syncs it.
+    fn abandon(&self, reason: &str) {
+        let mut state = self.lock();
+        state.syncing = false;
+        for waiter in std::mem::take(&mut state.waiting) {
+            let _ = waiter.woken.send(Err(reason.to_owned()));
+        }
     }
 
     /// Ends a pass: records what it made durable (or that it failed) and wakes every waiter
@@ -183,6 +212,22 @@ fn can_write_inline() -> bool {
 
 fn failure(reason: &str) -> std::io::Error {
     std::io::Error::other(format!("an earlier write or sync failed: {reason}"))
+}
+
+/// The loop's role between being taken and the loop starting. Dropped unstarted — a runtime
+/// shutting down drops queued blocking work, a thread may fail to start — it gives the role
+/// back, so the segment is never left waiting on a loop that will not run.
+struct Unstarted {
+    group: Arc<GroupSync>,
+    started: bool,
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if !self.started {
+            self.group.abandon("the sync loop could not start");
+        }
+    }
 }
 
 /// One take–write–sync–publish pass. Dropped without finishing (a panic, or a runtime shutting
@@ -313,6 +358,40 @@ mod tests {
     async fn on_a_current_thread_runtime_the_loop_runs_on_the_blocking_pool() {
         let dir = tempfile::tempdir().expect("tempdir");
         concurrent_appends(Arc::new(GroupSync::new(0)), source(dir.path())).await;
+    }
+
+    #[test]
+    fn a_loop_that_never_starts_gives_its_role_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (group, source) = (Arc::new(GroupSync::new(0)), source(dir.path()));
+        let pos = append(&source, 0);
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut state = group.lock();
+            state.syncing = true;
+            state.waiting.push(Waiter { pos, woken: sender });
+        }
+        // What a runtime shutting down does to queued blocking work: drop it unrun.
+        drop(Unstarted {
+            group: group.clone(),
+            started: false,
+        });
+        assert!(!group.lock().syncing, "the role is free again");
+        let answer = receiver.blocking_recv().expect("answered");
+        assert!(answer.is_err(), "the waiter hears why");
+        assert!(
+            group.lock().failed.is_none(),
+            "nothing was taken, so nothing failed"
+        );
+    }
+
+    #[test]
+    fn outside_a_runtime_the_loop_runs_on_a_thread_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (group, source) = (Arc::new(GroupSync::new(0)), source(dir.path()));
+        let pos = append(&source, 0);
+        futures::executor::block_on(group.sync_to(pos, &source)).expect("durable");
+        assert_eq!(group.lock().durable, pos);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
