@@ -106,6 +106,12 @@ pub struct RunConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub lease: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub outage_tolerance: Option<String>,
 
     // Retries and the circuit breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +216,7 @@ const KEYS: &[&str] = &[
     "timeout",
     "connect_timeout",
     "lease",
+    "outage_tolerance",
     "max_attempts",
     "backoff",
     "backoff_max",

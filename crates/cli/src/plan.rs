@@ -20,6 +20,7 @@ pub mod defaults {
     pub const TIMEOUT: &str = "30s";
     pub const CONNECT_TIMEOUT: &str = "10s";
     pub const LEASE: &str = "10s";
+    pub const OUTAGE_TOLERANCE: &str = "1m";
     pub const BREAKER_COOL_DOWN: &str = "30s";
     pub const MAX_RESULT_BYTES: usize = 1 << 20;
 }
@@ -46,6 +47,8 @@ pub struct RunPlan {
     pub retry: RetryPolicy,
     pub criteria: InterruptionCriteria,
     pub cost_field: Option<String>,
+    /// How long database work is retried through an outage.
+    pub outage_tolerance: Duration,
     pub output: Option<PathBuf>,
     pub display: Display,
 }
@@ -146,6 +149,12 @@ impl RunPlan {
         if lease < Duration::from_secs(1) {
             return Err(loaded.bad("lease", "must be at least 1s (it is renewed every third of it)"));
         }
+        let outage_tolerance = duration(
+            "outage_tolerance",
+            &c.outage_tolerance,
+            Some(defaults::OUTAGE_TOLERANCE),
+        )?
+        .unwrap_or_default();
         let db = c.db.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DB));
         let mut worker = WorkerOptions::default().concurrency(concurrency).lease(lease);
         if config::is_shared_db(&db) {
@@ -232,6 +241,7 @@ impl RunPlan {
             retry,
             criteria,
             cost_field: c.cost_field.clone(),
+            outage_tolerance,
             output: c.output.clone(),
             display,
         })

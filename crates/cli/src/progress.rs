@@ -18,6 +18,9 @@ pub struct Progress {
     started: Instant,
     /// Finished tasks when the view started (a resumed batch), for an honest rate.
     finished_at_start: Option<i64>,
+    /// What the run waits for, shown with the counts (the database during an outage).
+    waiting: Option<String>,
+    last: Option<BatchStats>,
 }
 
 enum View {
@@ -40,13 +43,45 @@ impl Progress {
             view,
             started: Instant::now(),
             finished_at_start: None,
+            waiting: None,
+            last: None,
+        }
+    }
+
+    /// The run waits for `what` (said once on its own line, then beside the counts) until
+    /// [`Progress::resumed`].
+    pub fn waiting(&mut self, what: String, line: &str) {
+        self.note(line);
+        self.waiting = Some(what);
+        self.redraw();
+    }
+
+    /// The wait is over.
+    pub fn resumed(&mut self, line: &str) {
+        self.note(line);
+        self.waiting = None;
+        self.redraw();
+    }
+
+    fn redraw(&mut self) {
+        if let (View::Bar(bar), Some(stats)) = (&self.view, &self.last) {
+            bar.set_message(self.message(stats));
+        }
+    }
+
+    fn message(&self, stats: &BatchStats) -> String {
+        match &self.waiting {
+            Some(what) => format!("{} · {what}", counts(stats)),
+            None => counts(stats),
         }
     }
 
     /// Shows `stats`.
     pub fn update(&mut self, stats: &BatchStats) {
+        self.last = Some(*stats);
         let finished = stats.finished();
         let start = *self.finished_at_start.get_or_insert(finished);
+        let message = self.message(stats);
         match &mut self.view {
             View::Bar(bar) => {
                 bar.set_length(u64::try_from(stats.total).unwrap_or(0));
@@ -57,7 +92,7 @@ impl Progress {
                 } else {
                     bar.set_position(u64::try_from(finished).unwrap_or(0));
                 }
-                bar.set_message(counts(stats));
+                bar.set_message(message);
             }
             View::Plain { last } => {
                 if last.elapsed() >= PLAIN_EVERY {

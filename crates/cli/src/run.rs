@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
@@ -88,6 +89,7 @@ pub async fn run(request: RunRequest) -> anyhow::Result<ExitCode> {
     }
     let options = EngineOptions {
         retry: plan.retry.clone(),
+        outage_tolerance: plan.outage_tolerance,
         ..EngineOptions::default()
     };
     let engine = Engine::open_with(&plan.db.display().to_string(), options)
@@ -273,12 +275,45 @@ async fn follow(
                     view.update(&p.stats);
                 }
             }
+            Ok(Event::DatabaseUnavailable {
+                error,
+                gives_up_at_ms,
+                ..
+            }) => {
+                let left = Duration::from_millis(
+                    u64::try_from(gives_up_at_ms - tem_core::time::now_ms()).unwrap_or(0),
+                );
+                let line = format!(
+                    "waiting for the database: {error}\n  retrying for up to {}; calls in flight go on, nothing finished is lost",
+                    humantime::format_duration(round_secs(left))
+                );
+                if let Ok(mut view) = progress.lock() {
+                    view.waiting("waiting for the database".to_owned(), &line);
+                }
+            }
+            Ok(Event::DatabaseRecovered { after }) => {
+                let line = format!(
+                    "the database answers again (after {})",
+                    humantime::format_duration(round_millis(after))
+                );
+                if let Ok(mut view) = progress.lock() {
+                    view.resumed(&line);
+                }
+            }
             Ok(_) => {}
             // Every event carries full counters: the next one catches the view up.
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs_f64().round() as u64)
+}
+
+fn round_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX) / 100 * 100)
 }
 
 /// First Ctrl-C (or SIGTERM): drain. Second: abort. Once the worker is done (reporting,

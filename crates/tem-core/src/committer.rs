@@ -6,7 +6,6 @@
 //! with no timer adding latency. A request is answered only after its transaction committed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::BatchId;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::outage::Outage;
 use crate::store::{
     ClaimRequest, ClaimResult, CycleInput, CycleOutput, OutcomeRow, RenewRequest, Renewed, Store,
 };
@@ -22,8 +22,6 @@ use crate::store::{
 const MAX_OUTCOMES_PER_CYCLE: usize = 2048;
 /// Scheduler turns a cycle waits for more requests, while they keep coming.
 const MAX_YIELDS: usize = 8;
-/// How long a cycle keeps retrying a transaction that failed with a transient error.
-const TRANSIENT_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 type Reply<T> = oneshot::Sender<Result<T, Arc<Error>>>;
 
@@ -63,10 +61,14 @@ impl std::fmt::Debug for Request {
 
 impl Committer {
     /// Starts the group-commit task; it ends when every handle is dropped or on [`Self::close`].
-    pub fn spawn(store: Store, events: broadcast::Sender<Event>) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        store: Store,
+        events: broadcast::Sender<Event>,
+        outage: Arc<Outage>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (requests, receiver) = mpsc::unbounded_channel();
         let closing = CancellationToken::new();
-        let task = tokio::spawn(run(store, receiver, events, closing.clone()));
+        let task = tokio::spawn(run(store, receiver, events, outage, closing.clone()));
         (Committer { requests, closing }, task)
     }
 
@@ -124,6 +126,7 @@ async fn run(
     store: Store,
     mut receiver: mpsc::UnboundedReceiver<Request>,
     events: broadcast::Sender<Event>,
+    outage: Arc<Outage>,
     closing: CancellationToken,
 ) {
     let mut queued: Vec<Request> = Vec::new();
@@ -159,7 +162,9 @@ async fn run(
         let take = cycle_size(&queued);
         let batch: Vec<Request> = queued.drain(..take).collect();
         let (input, replies) = split(batch);
-        match commit(&store, &input).await {
+        // Every write in a cycle is fenced by lease tokens and statuses, so a cycle whose commit
+        // is in doubt (the connection dropped during COMMIT) is safe to run again.
+        match outage.retry("commit", || store.run_cycle(&input)).await {
             Ok(output) => {
                 for batch in &output.interrupted {
                     tracing::warn!(
@@ -202,21 +207,6 @@ fn cycle_size(queued: &[Request]) -> usize {
         }
     }
     queued.len()
-}
-
-async fn commit(store: &Store, input: &CycleInput) -> Result<CycleOutput> {
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match store.run_cycle(input).await {
-            Err(error) if error.is_transient() && started.elapsed() < TRANSIENT_RETRY_BUDGET => {
-                tracing::warn!(%error, "group commit hit a transient error; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            other => return other,
-        }
-    }
 }
 
 enum Pending {

@@ -10,10 +10,15 @@ use crate::committer::Committer;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::interrupt::InterruptionCriteria;
+use crate::outage::Outage;
 use crate::retry::RetryPolicy;
 use crate::store::{KeyPause, Store};
 use crate::task::{Attempt, NewTask, Task, TaskFilter, TaskId};
 use crate::worker::{Worker, WorkerOptions};
+
+/// [`EngineOptions::outage_tolerance`] unless set: long enough for a server restart or a
+/// failover, short enough that a database that is gone is said within a minute.
+pub const DEFAULT_OUTAGE_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// How hard SQLite works to keep a commit through a power cut.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +45,9 @@ pub struct EngineOptions {
     pub retry: RetryPolicy,
     /// Interruption criteria every batch gets unless it sets the same key itself.
     pub criteria: InterruptionCriteria,
+    /// How long database work is retried through transient errors (a server restarting, a
+    /// dropped connection, a lock held by another process) before the engine gives up.
+    pub outage_tolerance: Duration,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +59,7 @@ impl Default for EngineOptions {
             read_connections: 4,
             retry: RetryPolicy::default(),
             criteria: InterruptionCriteria::default(),
+            outage_tolerance: DEFAULT_OUTAGE_TOLERANCE,
         }
     }
 }
@@ -67,6 +76,7 @@ struct Inner {
     committer: Committer,
     committer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     events: broadcast::Sender<Event>,
+    outage: Arc<Outage>,
     wake: Notify,
     options: EngineOptions,
 }
@@ -83,13 +93,15 @@ impl Engine {
         options.criteria.validate()?;
         let store = Store::open(url, &options).await?;
         let (events, _) = broadcast::channel(1024);
-        let (committer, task) = Committer::spawn(store.clone(), events.clone());
+        let outage = Arc::new(Outage::new(options.outage_tolerance, events.clone()));
+        let (committer, task) = Committer::spawn(store.clone(), events.clone(), outage.clone());
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 committer,
                 committer_task: Mutex::new(Some(task)),
                 events,
+                outage,
                 wake: Notify::new(),
                 options,
             }),
@@ -120,9 +132,7 @@ impl Engine {
 
     /// The batch with `id`.
     pub async fn batch(&self, id: BatchId) -> Result<Batch> {
-        self.inner
-            .store
-            .batch(id)
+        self.patiently("read a batch", || self.inner.store.batch(id))
             .await?
             .ok_or_else(|| Error::BatchNotFound(id.to_string()))
     }
@@ -136,12 +146,14 @@ impl Engine {
 
     /// The batch with `code`, if any.
     pub async fn find_batch(&self, code: &str) -> Result<Option<Batch>> {
-        self.inner.store.batch_by_code(code).await
+        self.patiently("read a batch", || self.inner.store.batch_by_code(code))
+            .await
     }
 
     /// Batches matching `filter`, newest first.
     pub async fn batches(&self, filter: &BatchFilter) -> Result<Vec<Batch>> {
-        self.inner.store.batches(filter).await
+        self.patiently("list batches", || self.inner.store.batches(filter))
+            .await
     }
 
     /// A batch's counters.
@@ -198,27 +210,30 @@ impl Engine {
 
     /// One task.
     pub async fn task(&self, id: TaskId) -> Result<Task> {
-        self.inner
-            .store
-            .task(id)
+        self.patiently("read a task", || self.inner.store.task(id))
             .await?
             .ok_or_else(|| Error::invalid("task id", format!("no task {id}")))
     }
 
     /// Tasks matching `filter`, in enqueue order.
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        self.inner.store.tasks(filter).await
+        self.patiently("list tasks", || self.inner.store.tasks(filter))
+            .await
     }
 
     /// Every attempt of a task, oldest first: why each one failed.
     pub async fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>> {
-        self.inner.store.attempts(task).await
+        self.patiently("read attempts", || self.inner.store.attempts(task))
+            .await
     }
 
     /// Re-activates an interrupted batch and requeues its stranded `running` tasks (lease
     /// expired) without charging the attempt their dead worker used.
     pub async fn resume(&self, batch: BatchId) -> Result<Resumed> {
-        let (resumed, progress) = self.inner.store.resume(batch).await?;
+        // Safe to repeat: a second resume finds the batch active and nothing stranded.
+        let (resumed, progress) = self
+            .patiently("resume a batch", || self.inner.store.resume(batch))
+            .await?;
         let _ = self.inner.events.send(Event::Progress(progress));
         self.inner.wake.notify_waiters();
         Ok(resumed)
@@ -252,7 +267,8 @@ impl Engine {
 
     /// A batch's interruptions, oldest first: reason, message and counters at that moment.
     pub async fn interruptions(&self, batch: BatchId) -> Result<Vec<Interruption>> {
-        self.inner.store.interruptions(batch).await
+        self.patiently("read interruptions", || self.inner.store.interruptions(batch))
+            .await
     }
 
     /// Cancels a batch: its pending tasks become `cancelled`; nothing is deleted.
@@ -264,7 +280,8 @@ impl Engine {
 
     /// Limit keys paused now, by a Retry-After or an open circuit, in any process.
     pub async fn pauses(&self) -> Result<Vec<KeyPause>> {
-        self.inner.store.pauses(crate::time::now_ms()).await
+        self.patiently("read pauses", || self.inner.store.pauses(crate::time::now_ms()))
+            .await
     }
 
     /// Subscribes to progress events.
@@ -295,6 +312,15 @@ impl Engine {
 
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Runs database work that is safe to repeat through an outage (see [`crate::outage`]).
+    pub(crate) async fn patiently<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.inner.outage.retry(what, op).await
     }
 
     pub(crate) fn committer(&self) -> &Committer {

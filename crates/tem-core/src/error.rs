@@ -75,6 +75,15 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
 
+    /// The database kept failing with transient errors (unreachable, restarting, locked) for
+    /// longer than the engine's outage tolerance. Nothing committed is lost; rerun to continue.
+    #[error("the database did not answer for {waited:?} (last error: {source}); nothing committed is lost")]
+    DatabaseOutage {
+        waited: std::time::Duration,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The engine's background writer has stopped (the engine was closed or hit a fatal error).
     #[error("the engine is closed")]
     Closed,
@@ -89,26 +98,21 @@ impl Error {
         }
     }
 
-    /// True for errors a caller may retry as is: SQLite busy/locked, a dropped connection.
+    /// True for errors a caller may retry as is: SQLite busy, locked or a failed read/write
+    /// that may clear; on Postgres a serialization failure, a deadlock, a server shutting down
+    /// or starting up; on either a dropped or refused connection.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Database(sqlx::Error::Database(db)) => {
-                let code = db.code();
-                // Postgres: serialization failure, deadlock detected (the victim is rolled back
-                // and may simply run again), lock not available, too many connections.
-                if matches!(code.as_deref(), Some("40001" | "40P01" | "55P03" | "53300")) {
-                    return true;
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    let primary = db
+                        .code()
+                        .as_deref()
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .map(|c| c & 0xff);
+                    return primary.is_some_and(sqlite_transient);
                 }
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes; only for
-                // SQLite (a Postgres SQLSTATE such as 42501 would look like one).
-                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
-                    return false;
-                }
-                let primary = code
-                    .as_deref()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .map(|c| c & 0xff);
-                matches!(primary, Some(5) | Some(6))
+                db.code().as_deref().is_some_and(postgres_transient)
             }
             Error::Commit(inner) => inner.is_transient(),
             Error::Database(sqlx::Error::Io(_))
@@ -119,5 +123,62 @@ impl Error {
     }
 }
 
+/// SQLite's primary result codes worth retrying: SQLITE_BUSY (5), SQLITE_LOCKED (6) and
+/// SQLITE_IOERR (10), which a network filesystem or a briefly failing disk reports and clears.
+fn sqlite_transient(primary: i32) -> bool {
+    matches!(primary, 5 | 6 | 10)
+}
+
+/// Postgres SQLSTATEs worth retrying: serialization failure and deadlock (the victim is rolled
+/// back and may simply run again), lock not available, too many connections, the connection
+/// exception class (08…), and a server shutting down, crashed or starting up (57P01–57P03).
+fn postgres_transient(code: &str) -> bool {
+    matches!(
+        code,
+        "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"
+    ) || code.starts_with("08")
+}
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_codes_worth_retrying_include_their_extended_forms() {
+        // Primary codes and extended ones (the primary in the low byte), e.g. SQLITE_BUSY_SNAPSHOT
+        // 517, SQLITE_IOERR_READ 266, SQLITE_IOERR_FSYNC 1034.
+        for code in [5, 517, 6, 262, 10, 266, 1034] {
+            assert!(sqlite_transient(code & 0xff), "{code}");
+        }
+        // SQLITE_CORRUPT 11, SQLITE_READONLY 8 (and READONLY_DBMOVED 1032), SQLITE_CONSTRAINT 19.
+        for code in [11, 8, 1032, 19, 1] {
+            assert!(!sqlite_transient(code & 0xff), "{code}");
+        }
+    }
+
+    #[test]
+    fn postgres_states_worth_retrying() {
+        for code in [
+            "40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03", "08006", "08001",
+        ] {
+            assert!(postgres_transient(code), "{code}");
+        }
+        // Insufficient privilege, undefined table, unique violation, out of disk.
+        for code in ["42501", "42P01", "23505", "53100"] {
+            assert!(!postgres_transient(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn giving_up_on_an_outage_is_final() {
+        let outage = Error::DatabaseOutage {
+            waited: std::time::Duration::from_secs(60),
+            source: Box::new(Error::Database(sqlx::Error::PoolTimedOut)),
+        };
+        assert!(!outage.is_transient());
+        assert!(!Error::Commit(std::sync::Arc::new(outage)).is_transient());
+    }
+}

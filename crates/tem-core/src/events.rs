@@ -5,6 +5,7 @@
 //! (`RecvError::Lagged`); every event carries full counters, so the next one catches it up.
 
 use crate::batch::{BatchId, BatchStats, BatchStatus};
+use crate::time::Millis;
 
 /// A batch's status and counters right after a commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,4 +21,14 @@ pub struct BatchProgress {
 pub enum Event {
     /// A batch's counters changed (tasks enqueued, claimed, finished, retried…).
     Progress(BatchProgress),
+    /// The database stopped answering (a restart, a dropped connection, a lock held elsewhere):
+    /// database work waits and retries until `gives_up_at_ms`; calls in flight go on.
+    DatabaseUnavailable {
+        /// The first error of the outage.
+        error: String,
+        since_ms: Millis,
+        gives_up_at_ms: Millis,
+    },
+    /// The database answers again after an outage that lasted `after`.
+    DatabaseRecovered { after: std::time::Duration },
 }

@@ -33,6 +33,8 @@ enum Ending {
     AbortedUnstarted,
     /// Another worker owns the task now; whatever we write would be fenced off.
     LeaseLost,
+    /// Stopped before its lease lapsed, no renewal having been confirmed in time.
+    Lapsed,
 }
 
 /// What the gate before a call decided.
@@ -88,6 +90,10 @@ async fn run(
     cancel: CancellationToken,
 ) -> Option<Pending> {
     let timeout = shared.timeout_for(task.batch_id).await;
+    let claim = Claim {
+        task: task.id,
+        token: task.lease_token,
+    };
     let gate = async {
         // A task claimed ahead must not start while a sibling's Retry-After pauses its key, nor
         // while the key's circuit is open. A short wait is fine; a long one gives the task back
@@ -148,7 +154,7 @@ async fn run(
     let ending = match shared.handler(&task.kind) {
         _ if given_back => Ending::AbortedUnstarted,
         _ if cancelled_at_gate => {
-            if shared.gives_back(task.batch_id) {
+            if shared.gives_back(task.batch_id) || shared.is_lapsing(claim) {
                 Ending::AbortedUnstarted
             } else {
                 Ending::LeaseLost
@@ -178,7 +184,13 @@ async fn run(
                     Ending::Finished(Err(TaskError::new(ErrorKind::Timeout, format!("timed out after {after}"))))
                 }
                 () = cancel.cancelled() => {
-                    if shared.gives_back(task.batch_id) { Ending::Aborted } else { Ending::LeaseLost }
+                    if shared.gives_back(task.batch_id) {
+                        Ending::Aborted
+                    } else if shared.is_lapsing(claim) {
+                        Ending::Lapsed
+                    } else {
+                        Ending::LeaseLost
+                    }
                 }
             }
         }
@@ -191,11 +203,26 @@ async fn run(
     let (next, outcome, error) = match ending {
         Ending::LeaseLost => {
             tracing::warn!("lease lost while running; another worker owns the task now, outcome dropped");
-            shared.finish(Claim {
-                task: task.id,
-                token: task.lease_token,
-            });
+            shared.finish(claim);
             return None;
+        }
+        // Charged like a lease that expired under a crashed worker: the call may have been made.
+        // Fenced like every outcome, so it is dropped if another worker took the task meanwhile.
+        Ending::Lapsed => {
+            let next = if task.attempt >= task.max_attempts {
+                Next::Fail
+            } else {
+                Next::Retry {
+                    run_after: finished_ms,
+                }
+            };
+            (
+                next,
+                AttemptOutcome::LeaseExpired,
+                Some(TaskError::retryable(
+                    "stopped before its lease lapsed: the database did not confirm a lease renewal in time",
+                )),
+            )
         }
         Ending::Aborted | Ending::AbortedUnstarted => (
             Next::Release,
@@ -280,7 +307,9 @@ fn feed_breaker(lane: &Lane, admission: Option<Admission>, ending: &Ending) -> O
             breaker.on_success(admission)
         }
         Ending::Finished(Err(error)) => return breaker.on_failure(admission, error.retry_after),
-        Ending::Aborted | Ending::AbortedUnstarted | Ending::LeaseLost => breaker.cancel(admission),
+        Ending::Aborted | Ending::AbortedUnstarted | Ending::LeaseLost | Ending::Lapsed => {
+            breaker.cancel(admission)
+        }
     }
     None
 }

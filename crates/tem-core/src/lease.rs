@@ -1,6 +1,8 @@
 //! Keeping leases: while a worker runs, it renews the leases of its in-flight tasks in one
 //! statement every third of the lease, and rescues tasks whose lease expired (their worker
-//! crashed). A task whose renewal fails is cancelled: someone else owns it now. The renewal also
+//! crashed). A task whose renewal fails is cancelled: someone else owns it now. A task whose
+//! renewal does not land in time (a slow commit, a database outage) is stopped before its lease
+//! lapses, so no attempt ever runs on a lease another worker may already have taken over. The renewal also
 //! learns which in-flight tasks belong to a batch stopped by another process, and once a second
 //! the keeper has the interruption criteria judged (the batch-runtime limit is crossed by time
 //! alone, without any outcome to trigger the check).
@@ -19,6 +21,12 @@ use crate::worker::Shared;
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn keep(shared: Arc<Shared>, stop: CancellationToken) {
+    // The watch runs beside the renewals, not after them: a renewal stuck behind a slow commit
+    // is exactly when an attempt must be stopped.
+    tokio::join!(renew_and_rescue(&shared, &stop), watch(&shared, &stop));
+}
+
+async fn renew_and_rescue(shared: &Arc<Shared>, stop: &CancellationToken) {
     // Leases were just granted: the first renewal is due a third of a lease from now.
     let every = shared.options.lease / 3;
     let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -29,9 +37,24 @@ pub(crate) async fn keep(shared: Arc<Shared>, stop: CancellationToken) {
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = renew.tick() => renew_once(&shared).await,
-            _ = rescue.tick() => rescue_once(&shared).await,
-            _ = check.tick() => check_once(&shared).await,
+            _ = renew.tick() => renew_once(shared).await,
+            _ = rescue.tick() => rescue_once(shared).await,
+            _ = check.tick() => check_once(shared).await,
+            () = stop.cancelled() => break,
+        }
+    }
+}
+
+/// Stops attempts whose confirmed lease is about to lapse. An attempt is stopped once less than
+/// a sixth of a lease is confirmed; looking every tenth of a lease stops it at the latest a
+/// fifteenth of a lease before the lapse.
+async fn watch(shared: &Shared, stop: &CancellationToken) {
+    let margin = shared.options.lease / 6;
+    let mut watch = tokio::time::interval((shared.options.lease / 10).max(Duration::from_millis(10)));
+    watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = watch.tick() => shared.stop_lapsing(tokio::time::Instant::now() + margin),
             () = stop.cancelled() => break,
         }
     }
@@ -47,12 +70,14 @@ async fn renew_once(shared: &Arc<Shared>) {
         ids: claims.iter().map(|claim| claim.task).collect(),
         expires_at: now_ms().saturating_add(duration_ms(shared.options.lease)),
     };
+    let leased_until = tokio::time::Instant::now() + shared.options.lease;
     match shared.engine.committer().renew(request).await {
         Ok(renewed) => {
-            for claim in claims
-                .into_iter()
-                .filter(|claim| !renewed.held.contains(&claim.task))
-            {
+            let still: std::collections::HashSet<_> = renewed.held.iter().copied().collect();
+            let (held, lost): (Vec<_>, Vec<_>) =
+                claims.into_iter().partition(|claim| still.contains(&claim.task));
+            shared.renewed(&held, leased_until);
+            for claim in lost {
                 shared.lease_lost(claim);
             }
             for id in renewed.stopped {

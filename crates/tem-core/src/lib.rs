@@ -42,6 +42,7 @@ mod interrupt;
 mod lane;
 mod lease;
 pub mod limit;
+mod outage;
 pub mod outcome;
 mod report;
 pub mod resilience;
@@ -54,7 +55,7 @@ mod worker;
 pub use batch::{
     Batch, BatchFilter, BatchId, BatchStats, BatchStatus, Interruption, InterruptionReason, NewBatch, Resumed,
 };
-pub use engine::{Durability, Engine, EngineOptions};
+pub use engine::{DEFAULT_OUTAGE_TOLERANCE, Durability, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use events::{BatchProgress, Event};
 pub use handler::{Handler, HandlerFuture, TaskContext, typed};

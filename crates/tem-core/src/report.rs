@@ -107,7 +107,9 @@ impl Engine {
         let at = now_ms();
         let batch = self.batch(batch).await?;
         let store = self.store();
-        let mut timing = store.timing(batch.id).await?;
+        let mut timing = self
+            .patiently("read the report", || store.timing(batch.id))
+            .await?;
         // While tasks run the span grows with the clock; a batch that stopped (finished,
         // interrupted, or waiting for a rerun) is measured to its last finish, so its
         // throughput does not decay while nobody runs it.
@@ -121,15 +123,25 @@ impl Engine {
             let finished = batch.stats.completed + batch.stats.failed;
             timing.throughput_per_sec = (elapsed > 0).then(|| finished as f64 * 1000.0 / elapsed as f64);
         }
-        let mut retries = store.retry_analysis(batch.id).await?;
+        let mut retries = self
+            .patiently("read the report", || store.retry_analysis(batch.id))
+            .await?;
         retries.retries = batch.stats.retried;
         retries.lost_to_crashes = batch.stats.lost;
         Ok(BatchReport {
             timing,
             retries,
-            failures: store.failure_groups(batch.id, top_errors).await?,
-            attempt_errors: store.attempt_error_groups(batch.id, top_errors).await?,
-            stuck: store.stuck(batch.id, at).await?,
+            failures: self
+                .patiently("read the report", || store.failure_groups(batch.id, top_errors))
+                .await?,
+            attempt_errors: self
+                .patiently("read the report", || {
+                    store.attempt_error_groups(batch.id, top_errors)
+                })
+                .await?,
+            stuck: self
+                .patiently("read the report", || store.stuck(batch.id, at))
+                .await?,
             interruptions: self.interruptions(batch.id).await?,
             pauses: self.pauses().await?,
             batch,

@@ -463,12 +463,12 @@ async fn drive(shared: &Arc<Shared>, executors: &mut JoinSet<()>, until_idle: bo
                 // stop when idle stops as soon as nothing is left for it.
                 if until_idle && shared.inflight_is_empty() {
                     let batch = shared.options.batch;
-                    if !shared
+                    let store = shared.engine.store();
+                    let has_work = shared
                         .engine
-                        .store()
-                        .has_work(&shared.all_types_json, batch)
-                        .await?
-                    {
+                        .patiently("look for work", || store.has_work(&shared.all_types_json, batch))
+                        .await?;
+                    if !has_work {
                         return Ok(());
                     }
                 }
@@ -582,6 +582,8 @@ async fn claim_and_spawn(
     };
     // Never cancelled midway: claimed rows must reach an executor or they sit leased until the
     // lease expires.
+    // The lease runs from the claim's commit, which is later than this: a safe lower bound.
+    let leased_until = Instant::now() + shared.options.lease;
     let result = shared.engine.committer().claim(request, top_up).await;
     let mut slots = std::mem::take(&mut *lock(&capacity.slots));
     let claimed = match result {
@@ -625,7 +627,7 @@ async fn claim_and_spawn(
             budget.spend(task.cost);
         }
         let cancel = shared.shutdown.abort.child_token();
-        shared.start(&task, cancel.clone());
+        shared.start(&task, cancel.clone(), leased_until);
         let buffered = Buffered {
             lane: lane.clone(),
             task,
@@ -760,6 +762,10 @@ struct InFlight {
     cancel: CancellationToken,
     /// The outcome is on its way to the database; a renewal that misses it is not a lost lease.
     reporting: bool,
+    /// The lease is known to hold until then (the last claim or renewal the database confirmed).
+    leased_until: Instant,
+    /// Stopped because no renewal was confirmed in time: the lease was about to lapse.
+    lapsing: bool,
 }
 
 /// Per-batch settings a worker needs at outcome time, read once per batch per run.
@@ -902,7 +908,7 @@ impl Shared {
         }
     }
 
-    fn start(&self, task: &ClaimedTask, cancel: CancellationToken) {
+    fn start(&self, task: &ClaimedTask, cancel: CancellationToken, leased_until: Instant) {
         lock(&self.inflight).insert(
             task.id,
             InFlight {
@@ -910,8 +916,46 @@ impl Shared {
                 batch: task.batch_id,
                 cancel,
                 reporting: false,
+                leased_until,
+                lapsing: false,
             },
         );
+    }
+
+    /// A renewal sent before `leased_until - lease` was confirmed for `held`.
+    pub(crate) fn renewed(&self, held: &[Claim], leased_until: Instant) {
+        let mut inflight = lock(&self.inflight);
+        for claim in held {
+            if let Some(task) = inflight.get_mut(&claim.task)
+                && task.token == claim.token
+                && task.leased_until < leased_until
+            {
+                task.leased_until = leased_until;
+            }
+        }
+    }
+
+    /// Stops every attempt whose confirmed lease ends before `by`: once a lease lapses another
+    /// worker may take the task and call it again, so an attempt must never outlive its lease,
+    /// whatever keeps the renewal from landing (a slow commit, a database outage).
+    pub(crate) fn stop_lapsing(&self, by: Instant) {
+        for (id, task) in lock(&self.inflight).iter_mut() {
+            if task.leased_until <= by && !task.reporting && !task.lapsing {
+                tracing::warn!(
+                    task = id.0,
+                    "no lease renewal confirmed in time; stopping the attempt before its lease lapses"
+                );
+                task.lapsing = true;
+                task.cancel.cancel();
+            }
+        }
+    }
+
+    /// Whether the attempt under `claim` was stopped by [`Shared::stop_lapsing`].
+    pub(crate) fn is_lapsing(&self, claim: Claim) -> bool {
+        lock(&self.inflight)
+            .get(&claim.task)
+            .is_some_and(|task| task.token == claim.token && task.lapsing)
     }
 
     /// A batch was interrupted or cancelled: give back its tasks claimed ahead, and abort its

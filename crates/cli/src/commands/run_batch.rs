@@ -116,6 +116,10 @@ pub struct Args {
     /// How long a claimed task is ours without renewal; a crashed run's tasks return after it [default: 10s].
     #[arg(long, value_name = "DURATION", help_heading = "Limits")]
     lease: Option<String>,
+    /// How long to keep retrying the database through a restart, failover or dropped
+    /// connection before giving up (calls in flight go on meanwhile) [default: 1m].
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    outage_tolerance: Option<String>,
 
     /// Attempts per task, the first included [default: 5].
     #[arg(long, help_heading = "Retries")]
@@ -243,6 +247,7 @@ fn flags(args: &Args) -> Result<RunConfig, UsageError> {
         timeout: args.timeout.clone(),
         connect_timeout: args.connect_timeout.clone(),
         lease: args.lease.clone(),
+        outage_tolerance: args.outage_tolerance.clone(),
         max_attempts: args.max_attempts,
         backoff: args.backoff.clone(),
         backoff_max: args.backoff_max.clone(),
