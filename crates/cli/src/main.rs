@@ -57,11 +57,30 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The log filter: the user's, where the CLI does not already say the same in its own words
+/// (a database outage is shown by the progress view) unless the user asked about that module.
+fn log_filter(given: &str) -> String {
+    if given.contains("tem_core") {
+        given.to_owned()
+    } else {
+        format!("{given},tem_core::outage=error")
+    }
+}
+
+/// Colour only for a person at a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(log_filter(&cli.log)).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

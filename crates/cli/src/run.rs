@@ -213,7 +213,13 @@ async fn run_on(
     // file is only ever renamed into place complete.
     worker_done.store(true, Ordering::SeqCst);
     follower.abort();
-    let outcome = outcome.map_err(anyhow::Error::from);
+    let outcome = outcome.map_err(|error| {
+        if is_outage(&error) {
+            anyhow::anyhow!("{error}; run the same command again to continue once the database is back")
+        } else {
+            anyhow::Error::from(error)
+        }
+    });
     let result = match outcome {
         Ok(_) => after_run(engine, &plan, batch.id, &progress).await,
         Err(e) => Err(e),
@@ -292,10 +298,7 @@ async fn follow(
                 }
             }
             Ok(Event::DatabaseRecovered { after }) => {
-                let line = format!(
-                    "the database answers again (after {})",
-                    humantime::format_duration(round_millis(after))
-                );
+                let line = format!("the database answers again (after {:.1}s)", after.as_secs_f64());
                 if let Ok(mut view) = progress.lock() {
                     view.resumed(&line);
                 }
@@ -308,12 +311,17 @@ async fn follow(
     }
 }
 
-fn round_secs(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs_f64().round() as u64)
+/// The run gave up on a database that stopped answering (its work is safe and resumable).
+fn is_outage(error: &tem_core::Error) -> bool {
+    match error {
+        tem_core::Error::DatabaseOutage { .. } => true,
+        tem_core::Error::Commit(inner) => is_outage(inner),
+        _ => false,
+    }
 }
 
-fn round_millis(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX) / 100 * 100)
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs_f64().round() as u64)
 }
 
 /// First Ctrl-C (or SIGTERM): drain. Second: abort. Once the worker is done (reporting,

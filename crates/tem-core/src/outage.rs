@@ -54,13 +54,14 @@ impl Outage {
     {
         let mut pause = FIRST_PAUSE;
         loop {
+            let attempt = Instant::now();
             match op().await {
                 Ok(value) => {
                     self.answered();
                     return Ok(value);
                 }
                 Err(error) if error.is_transient() => {
-                    let since = self.failed(what, &error);
+                    let since = self.failed(what, &error, attempt);
                     let waited = since.elapsed();
                     if waited >= self.tolerance {
                         return Err(Error::DatabaseOutage {
@@ -77,24 +78,25 @@ impl Outage {
         }
     }
 
-    /// Records a transient failure; returns when the outage began.
-    fn failed(&self, what: &'static str, error: &Error) -> Instant {
+    /// Records a transient failure of an attempt made at `attempt`; returns when the outage
+    /// began (the start of its first failed attempt: a connection attempt may have taken a
+    /// while to fail).
+    fn failed(&self, what: &'static str, error: &Error, attempt: Instant) -> Instant {
         let mut since = lock(&self.since);
         if let Some(since) = *since {
             return since;
         }
-        let now = Instant::now();
-        *since = Some(now);
+        *since = Some(attempt);
         self.failing.store(true, Ordering::Release);
         tracing::warn!(%error, operation = what, tolerance = ?self.tolerance, "the database is not answering; retrying");
-        let started_ms = now_ms();
+        let started_ms = now_ms().saturating_sub(duration_ms(attempt.elapsed()));
         // No subscribers is fine.
         let _ = self.events.send(Event::DatabaseUnavailable {
-            error: error.to_string(),
+            error: describe(error),
             since_ms: started_ms,
             gives_up_at_ms: started_ms.saturating_add(duration_ms(self.tolerance)),
         });
-        now
+        attempt
     }
 
     /// The database answered: an outage in progress is over.
@@ -109,6 +111,17 @@ impl Outage {
         let after = since.elapsed();
         tracing::info!(?after, "the database answers again");
         let _ = self.events.send(Event::DatabaseRecovered { after });
+    }
+}
+
+/// The error as a person needs it: a pool that timed out means no connection could be opened.
+fn describe(error: &Error) -> String {
+    match error {
+        Error::Database(sqlx::Error::PoolTimedOut) => {
+            "no connection to the database could be opened (is the server up and reachable?)".to_owned()
+        }
+        Error::Commit(inner) => describe(inner),
+        other => other.to_string(),
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct PgStore {
     criteria_defaults: Option<Arc<str>>,
 }
 
+/// How long the pool tries to hand out a connection before the attempt counts as failed.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl PgStore {
     /// Connects to `url` and applies pending migrations (under Postgres's advisory lock, so
     /// processes starting together migrate once).
@@ -54,10 +57,12 @@ impl PgStore {
             .map_err(|e| unreachable_or(e, url))?;
         let _ = sqlx::Connection::close(probe).await;
         // The writer connection of the group commit plus readers; a claim never waits for a
-        // reader.
+        // reader. While the server is away the pool keeps reconnecting for its acquire timeout
+        // before it fails: kept short, so an outage is said within seconds (the engine's outage
+        // tolerance, not this timeout, decides when to give up).
         let pool = PgPoolOptions::new()
             .max_connections(options.read_connections.max(1) + 2)
-            .acquire_timeout(options.busy_timeout.max(Duration::from_secs(5)))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(connect)
             .await
             .map_err(|e| unreachable_or(e, url))?;
