@@ -1,8 +1,9 @@
 //! Support for the end-to-end tests in this directory: the real `tem` binary, a recorder server
-//! that sees every call a worker makes, an echo API for `tem run-batch`, a fresh Postgres database per test, a Postgres server of a test's own, and process helpers. The tests themselves are the `*.rs` files beside `src/`.
+//! that sees every call a worker makes, an echo API for `tem run-batch`, and process helpers. The tests themselves are the `*.rs` files beside `src/`.
 
 pub mod binary;
 pub mod echo;
-pub mod pg_cluster;
-pub mod postgres;
 pub mod recorder;
+
+/// Postgres for tests, shared with tem-core's tests and `cargo xtask test`.
+pub use tem_test_support::{pg_cluster, postgres};

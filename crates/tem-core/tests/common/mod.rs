@@ -44,9 +44,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// The Postgres helper of the end-to-end tests, shared rather than copied.
-#[path = "../../../../tests/src/postgres.rs"]
-mod postgres_db;
+use tem_test_support::postgres as postgres_db;
 
 /// A fresh database for one test; dropped with it.
 pub struct Db {

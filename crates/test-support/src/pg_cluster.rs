@@ -26,7 +26,8 @@ impl PgCluster {
         }
     }
 
-    fn try_start() -> Result<PgCluster, String> {
+    /// Starts a cluster, or says why it cannot.
+    pub fn try_start() -> Result<PgCluster, String> {
         let bin = pg_bin().ok_or("no PostgreSQL binaries (install Debian's `postgresql`, or set PG_BIN)")?;
         let dir = tempfile::Builder::new()
             .prefix("tem-test-pg")
@@ -89,7 +90,7 @@ impl PgCluster {
         let data = self.data();
         let log = self.dir.path().join("log").display().to_string();
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=300",
             self.port,
             self.dir.path().display()
         );
@@ -131,7 +132,8 @@ impl Drop for PgCluster {
     }
 }
 
-fn pg_bin() -> Option<PathBuf> {
+/// The newest PostgreSQL `bin` directory on this machine (or `PG_BIN`).
+pub fn pg_bin() -> Option<PathBuf> {
     if let Ok(bin) = std::env::var("PG_BIN") {
         return Some(PathBuf::from(bin));
     }
