@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod plan;
 mod progress;
+mod rehearsal;
 mod report_view;
 mod run;
 mod usage;

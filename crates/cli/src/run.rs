@@ -19,6 +19,7 @@ use tem_core::{Batch, BatchStatus, Engine, EngineOptions, Event, Shutdown};
 use crate::config;
 use crate::plan::{Display, RunPlan};
 use crate::progress::Progress;
+use crate::rehearsal;
 use crate::report_view;
 use crate::say;
 use crate::usage::UsageError;
@@ -31,6 +32,8 @@ pub struct RunRequest {
     pub source: InputSource,
     /// Continue an interrupted batch instead of stopping with an explanation.
     pub resume: bool,
+    /// Show this many requests and stop: nothing called, nothing written.
+    pub dry_run: Option<usize>,
 }
 
 /// How a run ended, in the words of the exit status.
@@ -78,7 +81,12 @@ pub async fn run(request: RunRequest) -> anyhow::Result<ExitCode> {
         code,
         source,
         resume,
+        dry_run,
     } = request;
+    let rehearsal = rehearsal::check(&plan, &source, dry_run.unwrap_or(0))?;
+    if let Some(show) = dry_run {
+        return Ok(rehearsal::dry_run(&source, &rehearsal, show));
+    }
     for (header, var) in plan.template.secret_names() {
         if std::env::var_os(&var).is_none() {
             crate::usage!(

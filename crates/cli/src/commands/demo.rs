@@ -97,6 +97,7 @@ pub async fn run_command(args: Args) -> anyhow::Result<ExitCode> {
             bytes: input.into_bytes().into(),
         },
         resume: false,
+        dry_run: None,
     })
     .await?;
 

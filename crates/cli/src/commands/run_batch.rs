@@ -20,7 +20,9 @@ Each input line is one call, either a full request of its own:
 or a payload for the request template given by --method/--path/--body:
   {\"id\": 7, \"text\": \"hello\"}     with --path /v1/items/{id} --body '{\"input\": \"{{text}}\"}'
 Without --body, a payload line is sent as the body itself. Invalid lines are reported with their
-line number and field and fail on their own; the other lines run.
+line number and field and fail on their own; the other lines run. Settings that no line can be
+sent with, or a file that is mostly not JSON, stop the run before anything is written (exit 2);
+--dry-run shows the first requests exactly as they would be sent, secrets masked.
 
 Secrets: header values may name environment variables, read at call time and never stored:
   --header 'authorization: Bearer ${API_TOKEN}'
@@ -67,6 +69,11 @@ pub struct Args {
     /// Continue the batch even if it was interrupted.
     #[arg(long)]
     resume: bool,
+    /// Call nothing and write nothing: read the whole input, print the first N requests exactly
+    /// as they would be sent (secrets masked) as JSON lines, and say how many lines cannot
+    /// become a request (exit 1 if any).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "3")]
+    dry_run: Option<usize>,
 
     /// Prefix of every relative path, e.g. https://api.example.com.
     #[arg(long, value_name = "URL", help_heading = "Request")]
@@ -213,6 +220,7 @@ pub async fn run_command(args: Args) -> anyhow::Result<ExitCode> {
         code,
         source,
         resume: args.resume,
+        dry_run: args.dry_run,
     })
     .await
 }

@@ -57,7 +57,7 @@ impl InputSource {
     }
 
     /// Reads every non-blank line, in order, as `(line number, stored line)`.
-    fn for_each_line(
+    pub(super) fn for_each_line(
         &self,
         mut each: impl FnMut(StoredLine) -> Result<(), LoadError>,
     ) -> Result<(), LoadError> {

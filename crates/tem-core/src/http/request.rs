@@ -92,13 +92,20 @@ impl LineError {
     }
 }
 
+/// A JSON error of one line: its column, not "line 1" (the line number is the input's).
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text.rfind(" at line ").map_or(text.as_str(), |at| &text[..at]);
+    format!("not valid JSON at column {}: {what}", e.column())
+}
+
 const REQUEST_KEYS: [&str; 5] = ["method", "url", "path", "headers", "body"];
 
 /// Reads one input line. A line that is not valid is kept, as [`LineKind::Invalid`], so its
 /// task fails with the reason instead of the whole run stopping.
 pub fn parse_line(line: u64, text: &str) -> StoredLine {
     let kind = match serde_json::from_str::<Value>(text) {
-        Err(e) => LineKind::Invalid(format!("(line): not valid JSON: {e}")),
+        Err(e) => LineKind::Invalid(format!("(line): {}", json_error(&e))),
         Ok(Value::Object(object)) if is_full_request(&object) => match full_request(object) {
             Ok(request) => LineKind::Request(request),
             Err(e) => LineKind::Invalid(e.to_string()),
@@ -582,6 +589,9 @@ mod tests {
             other => panic!("expected an invalid line, got {other:?}"),
         };
         assert!(reason("{not json").starts_with("(line): not valid JSON"));
+        // The input names the line; the parser's own "line 1" would mislead.
+        let bad = reason(r#"{"a": 1, "b": }"#);
+        assert!(bad.contains("at column 15") && !bad.contains("line 1"), "{bad}");
         assert!(reason("[1,2]").contains("must be a JSON object"));
         assert!(reason(r#"{"path": "/x", "method": "YELL"}"#).starts_with("method:"));
         assert!(reason(r#"{"url": "ftp://x"}"#).starts_with("url:"));
