@@ -334,6 +334,36 @@ fn flag_name(key: &str) -> String {
     }
 }
 
+/// What is wrong with one setting, in words: the nearest key for a misspelt one, the type a
+/// value should have.
+fn explain(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownField(name, _) => {
+            let guess = crate::suggest::nearest(name, KEYS.iter().copied())
+                .map(|key| format!("did you mean `{key}`? "))
+                .unwrap_or_default();
+            format!(
+                "`{name}` is not a setting; {guess}`tem run-batch --help` lists them all (a flag                  --some-name is the key some_name)"
+            )
+        }
+        Kind::InvalidType(actual, expected) => {
+            format!("expected {}, found {actual}", in_words(expected))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A Rust type name as a person reads it.
+fn in_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" | "bool" => "true or false".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
 /// A figment error, with the key and the place that set it.
 fn describe(error: figment::Error, file: Option<&Path>) -> String {
     let mut out = String::new();
@@ -351,13 +381,7 @@ fn describe(error: figment::Error, file: Option<&Path>) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        let kind = e.kind.to_string();
-        let hint = if kind.contains("unknown field") {
-            ". Known settings are listed in `tem run-batch --help`"
-        } else {
-            ""
-        };
-        out.push_str(&format!("{place}: {kind}{hint}"));
+        out.push_str(&format!("{place}: {}", explain(&e.kind)));
     }
     out
 }
@@ -411,11 +435,14 @@ mod tests {
         let file = dir.path().join("tem.toml");
         std::fs::write(&file, "concurency = 4\n").unwrap();
         let error = load(RunConfig::default(), Some(&file)).unwrap_err().0;
-        assert!(error.contains("concurency"), "{error}");
+        assert!(error.contains("`concurency` is not a setting"), "{error}");
+        assert!(error.contains("did you mean `concurrency`?"), "{error}");
         assert!(error.contains("tem run-batch --help"), "{error}");
+        assert!(!error.contains("max_overloaded"), "no list of every key: {error}");
         std::fs::write(&file, "concurrency = \"many\"\n").unwrap();
         let error = load(RunConfig::default(), Some(&file)).unwrap_err().0;
         assert!(error.contains("`concurrency` in"), "{error}");
+        assert!(error.contains("expected a whole number"), "{error}");
         let missing = load(RunConfig::default(), Some(&dir.path().join("nope.toml")))
             .unwrap_err()
             .0;

@@ -9,6 +9,7 @@ mod progress;
 mod rehearsal;
 mod report_view;
 mod run;
+mod suggest;
 mod usage;
 
 /// `println!` that does not panic when stdout is closed (a pipe whose reader went away): status
@@ -68,6 +69,23 @@ fn log_filter(given: &str) -> String {
     }
 }
 
+/// An error and its causes on one line, each said once: a cause whose words are already in the
+/// message (the database driver repeats its inner error at every level) is left out.
+fn render(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Colour only for a person at a terminal, and never when `NO_COLOR` is set (no-color.org).
 fn colour_on_stderr() -> bool {
     use std::io::IsTerminal;
@@ -103,7 +121,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", render(&error));
             if usage::is_usage(&error) {
                 ExitCode::from(2)
             } else {

@@ -100,9 +100,17 @@ pub async fn run(request: RunRequest) -> anyhow::Result<ExitCode> {
         outage_tolerance: plan.outage_tolerance,
         ..EngineOptions::default()
     };
-    let engine = Engine::open_with(&plan.db.display().to_string(), options)
-        .await
-        .with_context(|| format!("opening {}", config::shown_db(&plan.db)))?;
+    let engine = match Engine::open_with(&plan.db.display().to_string(), options).await {
+        Ok(engine) => engine,
+        Err(tem_core::Error::DatabaseReadOnly(_)) => crate::usage!(
+            "--db {}: the file is read-only, and a run records every call in it; make it writable              or give another --db (`tem batch show` still reads it)",
+            config::shown_db(&plan.db)
+        ),
+        Err(e @ tem_core::Error::DatabaseFile { .. }) => crate::usage!("--db: {e}"),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("opening {}", config::shown_db(&plan.db))));
+        }
+    };
     let result = run_on(&engine, plan, &code, &source, resume).await;
     engine.close().await;
     result

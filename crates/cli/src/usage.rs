@@ -31,6 +31,8 @@ pub fn is_usage(error: &anyhow::Error) -> bool {
                 cause.downcast_ref::<tem_core::Error>(),
                 Some(
                     tem_core::Error::DatabaseMissing(_)
+                        | tem_core::Error::DatabaseFile { .. }
+                        | tem_core::Error::DatabaseReadOnly(_)
                         | tem_core::Error::NotTemDatabase(_)
                         | tem_core::Error::InvalidUrl { .. }
                         | tem_core::Error::Invalid { .. }

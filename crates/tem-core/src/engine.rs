@@ -45,6 +45,9 @@ pub struct EngineOptions {
     pub retry: RetryPolicy,
     /// Interruption criteria every batch gets unless it sets the same key itself.
     pub criteria: InterruptionCriteria,
+    /// Open for inspection only: nothing is written (no migration, no journal-mode change), so
+    /// a read-only SQLite file can be read; writes fail.
+    pub read_only: bool,
     /// How long database work is retried through transient errors (a server restarting, a
     /// dropped connection, a lock held by another process) before the engine gives up.
     pub outage_tolerance: Duration,
@@ -60,6 +63,7 @@ impl Default for EngineOptions {
             retry: RetryPolicy::default(),
             criteria: InterruptionCriteria::default(),
             outage_tolerance: DEFAULT_OUTAGE_TOLERANCE,
+            read_only: false,
         }
     }
 }

@@ -27,6 +27,15 @@ pub enum Error {
     #[error("database `{0}` does not exist")]
     DatabaseMissing(String),
 
+    /// The path cannot serve as a database file (a directory, a read-only file to write to).
+    #[error("cannot use `{path}` as a database: {reason}")]
+    DatabaseFile { path: String, reason: String },
+
+    /// The database file cannot be written (its permissions, a read-only filesystem); it can
+    /// still be opened with [`crate::EngineOptions::read_only`].
+    #[error("`{0}` is read-only: it can be inspected, not written")]
+    DatabaseReadOnly(String),
+
     /// The file is a database, but not one the engine made.
     #[error("`{0}` is not a tem database (it has no tem schema)")]
     NotTemDatabase(String),

@@ -68,11 +68,27 @@ pub struct DbArg {
     pub db: Option<PathBuf>,
 }
 
-/// Opens an existing database; never creates one.
+/// Opens an existing database to read it; never creates one. A read-only file is opened
+/// read-only.
 pub async fn open(db: &DbArg) -> anyhow::Result<(Engine, PathBuf)> {
+    match open_with(db, false).await {
+        Err(error) if matches!(error.downcast_ref(), Some(tem_core::Error::DatabaseReadOnly(_))) => {
+            open_with(db, true).await
+        }
+        other => other,
+    }
+}
+
+/// Opens an existing database to change it; never creates one.
+pub async fn open_to_write(db: &DbArg) -> anyhow::Result<(Engine, PathBuf)> {
+    open_with(db, false).await
+}
+
+async fn open_with(db: &DbArg, read_only: bool) -> anyhow::Result<(Engine, PathBuf)> {
     let path = config::db_path(db.db.clone())?;
     let options = EngineOptions {
         create_if_missing: false,
+        read_only,
         ..EngineOptions::default()
     };
     match Engine::open_with(&path.display().to_string(), options).await {
@@ -87,6 +103,9 @@ pub async fn open(db: &DbArg) -> anyhow::Result<(Engine, PathBuf)> {
             config::shown_db(&path)
         ))
         .into()),
+        Err(e @ (tem_core::Error::DatabaseReadOnly(_) | tem_core::Error::DatabaseFile { .. })) => {
+            Err(anyhow::Error::new(e))
+        }
         Err(e) => Err(anyhow::Error::new(e).context(format!("opening {}", config::shown_db(&path)))),
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use tem_core::{BatchId, Engine};
 
-use super::{DbArg, find, open};
+use super::{DbArg, find, open_to_write};
 use crate::say;
 
 #[derive(clap::Args)]
@@ -94,7 +94,7 @@ async fn on_batch<T>(
     args: &Args,
     change: impl AsyncFnOnce(&Engine, BatchId) -> tem_core::Result<T>,
 ) -> anyhow::Result<T> {
-    let (engine, db) = open(&args.db).await?;
+    let (engine, db) = open_to_write(&args.db).await?;
     let result = match find(&engine, &db, &args.code).await {
         Ok(batch) => change(&engine, batch.id).await.map_err(anyhow::Error::from),
         Err(e) => Err(e),

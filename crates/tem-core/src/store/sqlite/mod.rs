@@ -45,7 +45,12 @@ impl SqliteStore {
     pub async fn open(url: &str, options: &EngineOptions) -> Result<Self> {
         let (connect, file) = connect_options(url)?;
         if let Some(path) = &file {
-            check_is_ours(path, options.create_if_missing).await?;
+            check_is_ours(
+                path,
+                options.create_if_missing && !options.read_only,
+                options.read_only,
+            )
+            .await?;
         }
         let connect = connect
             .create_if_missing(options.create_if_missing)
@@ -56,7 +61,12 @@ impl SqliteStore {
                 Durability::Full => SqliteSynchronous::Full,
                 Durability::Normal => SqliteSynchronous::Normal,
             });
-        let connect = if file.is_some() {
+        let connect = if options.read_only {
+            // Inspection only: nothing may write, not even the journal mode or a migration. As
+            // immutable: a WAL database on a read-only filesystem cannot create its shared-memory
+            // file, and reads what its last checkpoint left (a clean close checkpoints all).
+            connect.read_only(true).immutable(true)
+        } else if file.is_some() {
             connect.journal_mode(SqliteJournalMode::Wal)
         } else {
             connect
@@ -72,7 +82,9 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(120))
             .connect_with(connect.clone())
             .await?;
-        migrate(&write).await?;
+        if !options.read_only {
+            migrate(&write).await?;
+        }
 
         let read = if file.is_some() {
             SqlitePoolOptions::new()
@@ -98,10 +110,21 @@ impl SqliteStore {
     }
 }
 
+/// Whether this process may write `path` (its permissions, and a read-only filesystem).
+fn writable(path: &std::path::Path) -> bool {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+        ),
+    }
+}
+
 /// Refuses a file that is not a tem database before anything touches it (WAL mode and the
 /// migrations both write): a missing file unless we may create it, another application's SQLite
 /// file, or something that is not SQLite at all. An empty file is a new database.
-async fn check_is_ours(path: &std::path::Path, create_if_missing: bool) -> Result<()> {
+async fn check_is_ours(path: &std::path::Path, create_if_missing: bool, read_only: bool) -> Result<()> {
     let shown = || path.display().to_string();
     let size = match std::fs::metadata(path) {
         Ok(meta) => meta.len(),
@@ -114,6 +137,18 @@ async fn check_is_ours(path: &std::path::Path, create_if_missing: bool) -> Resul
         }
         Err(e) => return Err(Error::Io(e)),
     };
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::DatabaseFile {
+            path: shown(),
+            reason: format!(
+                "it is a directory; give a file inside it, e.g. `{}`",
+                path.join("tem.db").display()
+            ),
+        });
+    }
+    if !read_only && !writable(path) {
+        return Err(Error::DatabaseReadOnly(shown()));
+    }
     if size == 0 {
         return if create_if_missing {
             Ok(())
@@ -121,7 +156,10 @@ async fn check_is_ours(path: &std::path::Path, create_if_missing: bool) -> Resul
             Err(Error::NotTemDatabase(shown()))
         };
     }
-    let probe = SqliteConnectOptions::new().filename(path).read_only(true);
+    let probe = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(read_only);
     let mut conn = match sqlx::ConnectOptions::connect(&probe).await {
         Ok(conn) => conn,
         Err(e) => return Err(not_ours_or(e, shown())),
