@@ -3,5 +3,6 @@
 
 pub mod binary;
 pub mod echo;
+pub mod pacing;
 pub mod postgres;
 pub mod recorder;
