@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,8 @@ use tem_core::{
 #[derive(Clone, Default)]
 struct Api {
     calls: Arc<Mutex<Vec<(i64, Instant)>>>,
-    /// While set, every call answers 503 (for the breaker).
-    down_until: Arc<Mutex<Option<Instant>>>,
+    /// How many of the next calls answer 503 (for the breaker).
+    down_for: Arc<AtomicUsize>,
 }
 
 impl Api {
@@ -48,12 +49,10 @@ impl Api {
 
 async fn answer(State(api): State<Api>, Path((status, task)): Path<(u16, i64)>) -> StatusCode {
     api.calls.lock().unwrap().push((task, Instant::now()));
-    if api
-        .down_until
-        .lock()
-        .unwrap()
-        .is_some_and(|until| Instant::now() < until)
-    {
+    let down = api
+        .down_for
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if down.is_ok() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -589,8 +588,8 @@ on_both_backends! {
             (0..20).map(|_| task(200)).collect(),
         )
         .await;
-        // The API is down for the first 300 ms.
-        *api.down_until.lock().unwrap() = Some(Instant::now() + Duration::from_millis(300));
+        // The API is down for its first three calls: they open the circuit.
+        api.down_for.store(3, Ordering::SeqCst);
         let breaker = BreakerConfig {
             consecutive_failures: 3,
             failure_rate: None,
