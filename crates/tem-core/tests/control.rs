@@ -553,3 +553,52 @@ on_both_backends! {
         }
     }
 }
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_rescued_on_its_last_attempt_ends_failed(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine
+            .create_batch(NewBatch::new("last", "t").retry(retry(1)))
+            .await
+            .unwrap();
+        let ids = engine
+            .enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap()))
+            .await
+            .unwrap();
+        // Three tasks run their only attempt under a worker that dies.
+        strand(&engine, batch.id, Duration::from_millis(300)).await;
+        finish(&engine, batch.id).await;
+
+        let stats = engine.stats(batch.id).await.unwrap();
+        assert_eq!(
+            (stats.completed, stats.failed, stats.lost, stats.pending, stats.running),
+            (2, 3, 3, 0, 0),
+            "{stats:?}"
+        );
+        let mut failed = 0;
+        for id in ids {
+            let task = engine.task(id).await.unwrap();
+            if task.status != TaskStatus::Failed {
+                assert_eq!((task.status, task.attempt), (TaskStatus::Completed, 1));
+                continue;
+            }
+            failed += 1;
+            assert_eq!(task.attempt, 1, "no attempt beyond the last");
+            let outcomes: Vec<_> = engine
+                .attempts(id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.outcome)
+                .collect();
+            assert_eq!(outcomes, [AttemptOutcome::LeaseExpired]);
+        }
+        assert_eq!(failed, 3);
+        assert_eq!(
+            engine.batch(batch.id).await.unwrap().status,
+            BatchStatus::Completed,
+            "every task finished"
+        );
+    }
+}

@@ -183,7 +183,10 @@ mod tests {
         }
         let queued = bulkhead.run(|| async { Ok::<_, String>(7) });
         tokio::pin!(queued);
-        assert!(futures::poll!(queued.as_mut()).is_pending(), "a place in the queue");
+        assert!(
+            futures::poll!(queued.as_mut()).is_pending(),
+            "a place in the queue"
+        );
         release.send(()).unwrap();
         assert_eq!(busy.await, Ok(()));
         assert_eq!(queued.await, Ok(7), "not refused by places never given back");
