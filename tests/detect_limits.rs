@@ -134,18 +134,21 @@ async fn limits_beyond_the_budget_are_lower_bounds_never_overestimates() {
     ] {
         let name = format!("{limit}/{window_ms}ms {algorithm:?} without headers");
         let detected = run(&name, service(100, limit, window_ms, algorithm, 5, false), 300).await;
-        if let Some(rate) = detected.rate_limit {
-            assert_eq!(rate.finding, Finding::AtLeast, "{name}");
-            // True of the limiter: within that span it lets through at most its quota plus what
-            // refills (token bucket) or a window's quota (sliding window, span under a window).
-            let allowed = limit + limit * rate.window_ms / window_ms;
-            assert!(
-                rate.requests <= allowed,
-                "{name}: claims {} within {} ms",
-                rate.requests,
-                rate.window_ms
-            );
-        }
+        // What the budget reached is reported, as a lower bound: never silence, never a limit.
+        let rate = detected
+            .rate_limit
+            .unwrap_or_else(|| panic!("{name}: no rate reported"));
+        assert_eq!(rate.finding, Finding::AtLeast, "{name}");
+        assert!(rate.requests > 0, "{name}: a bound of nothing");
+        // True of the limiter: within that span it lets through at most its quota plus what
+        // refills (token bucket) or a window's quota (sliding window, span under a window).
+        let allowed = limit + limit * rate.window_ms / window_ms;
+        assert!(
+            rate.requests <= allowed,
+            "{name}: claims {} within {} ms",
+            rate.requests,
+            rate.window_ms
+        );
         assert_eq!(detected.confidence, tem_core::detect::Confidence::Low, "{name}");
     }
 }

@@ -1,5 +1,7 @@
-//! The engine across processes: claims stay exclusive with eight workers in two processes on one
-//! SQLite file, and a worker process killed with SIGKILL mid-batch loses nothing.
+//! The engine across processes, on a SQLite file and on a Postgres database: claims stay
+//! exclusive with eight workers in two processes serving several batches at once, a worker
+//! process killed with SIGKILL mid-batch loses nothing, and two processes crossing a limit
+//! together log one interruption.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -9,6 +11,7 @@ use tem_core::{
     AttemptOutcome, BatchId, BatchStatus, Engine, InterruptionCriteria, InterruptionReason, NewBatch,
     NewTask, RunReport, TaskContext, TaskError, TaskFilter, TaskStatus, WorkerOptions,
 };
+use tem_e2e::postgres::TestDatabase;
 use tem_e2e::recorder;
 use tokio::process::{Child, Command};
 
@@ -45,9 +48,51 @@ async fn report_of(child: Child) -> RunReport {
         .expect("worker process printed its report")
 }
 
-async fn setup(tasks: u64) -> (tempfile::TempDir, String, Engine, BatchId) {
+/// Where a test's processes meet: a fresh SQLite file or a fresh Postgres database.
+struct Db {
+    url: String,
+    _dir: tempfile::TempDir,
+    _postgres: Option<TestDatabase>,
+}
+
+async fn fresh(postgres: bool) -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("tem.db").display());
+    if postgres {
+        let database = TestDatabase::create().await;
+        Db {
+            url: database.url().to_owned(),
+            _dir: dir,
+            _postgres: Some(database),
+        }
+    } else {
+        Db {
+            url: format!("sqlite://{}", dir.path().join("tem.db").display()),
+            _dir: dir,
+            _postgres: None,
+        }
+    }
+}
+
+/// Runs `$body` (an async fn of `postgres: bool`) as two tests, one per backend.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(true).await
+            }
+        }
+    };
+}
+
+async fn setup(postgres: bool, tasks: u64) -> (Db, String, Engine, BatchId) {
+    let dir = fresh(postgres).await;
+    let db = dir.url.clone();
     let engine = Engine::open(&db).await.unwrap();
     let batch = engine.create_batch(NewBatch::new("procs", "e2e")).await.unwrap();
     engine
@@ -57,10 +102,23 @@ async fn setup(tasks: u64) -> (tempfile::TempDir, String, Engine, BatchId) {
     (dir, db, engine, batch.id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_are_exclusive_with_eight_workers_in_two_processes() {
+on_both!(claims_are_exclusive_with_eight_workers_in_two_processes);
+
+async fn claims_are_exclusive_with_eight_workers_in_two_processes(postgres: bool) {
     const TASKS: u64 = 3000;
-    let (_dir, db, engine, batch) = setup(TASKS).await;
+    let (_dir, db, engine, batch) = setup(postgres, TASKS).await;
+    // Two more batches beside it: the workers serve every batch, so commits touch several
+    // batch rows at once (in id order on Postgres, or they could deadlock).
+    let mut others = Vec::new();
+    for code in ["procs-2", "procs-3"] {
+        let other = engine.create_batch(NewBatch::new(code, "e2e")).await.unwrap();
+        engine
+            .enqueue(other.id, (0..500u64).map(|i| NewTask::new("call", &i).unwrap()))
+            .await
+            .unwrap();
+        others.push(other.id);
+    }
+    const ALL: u64 = TASKS + 1000;
     let (calls, url) = recorder::start().await;
     let envs = [
         ("TEM_FIXTURE_WORKERS", "4"),
@@ -71,18 +129,21 @@ async fn claims_are_exclusive_with_eight_workers_in_two_processes() {
     let b = worker_process(&db, &url, &envs);
     let (a, b) = tokio::join!(report_of(a), report_of(b));
 
-    assert_eq!(a.succeeded + b.succeeded, TASKS);
+    assert_eq!(a.succeeded + b.succeeded, ALL);
     assert!(
         a.succeeded > 0 && b.succeeded > 0,
         "both processes claimed work: {a:?} {b:?}"
     );
+    for other in others {
+        assert_eq!(engine.batch(other).await.unwrap().status, BatchStatus::Completed);
+    }
     let calls = recorder::snapshot(&calls);
     assert!(
         calls.overlaps.is_empty(),
         "tasks ran twice at once: {:?}",
         calls.overlaps
     );
-    assert_eq!(calls.starts.len() as u64, TASKS);
+    assert_eq!(calls.starts.len() as u64, ALL);
     let repeated: Vec<_> = calls.starts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(repeated.is_empty(), "tasks started more than once: {repeated:?}");
 
@@ -94,10 +155,11 @@ async fn claims_are_exclusive_with_eight_workers_in_two_processes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_with_sigkill_loses_no_task() {
+on_both!(a_worker_killed_with_sigkill_loses_no_task);
+
+async fn a_worker_killed_with_sigkill_loses_no_task(postgres: bool) {
     const TASKS: u64 = 400;
-    let (_dir, db, engine, batch) = setup(TASKS).await;
+    let (_dir, db, engine, batch) = setup(postgres, TASKS).await;
     let (calls, url) = recorder::start().await;
     let envs = [
         ("TEM_FIXTURE_CONCURRENCY", "8"),
@@ -202,10 +264,11 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_crossing_a_limit_together_log_one_interruption() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("tem.db").display());
+on_both!(two_processes_crossing_a_limit_together_log_one_interruption);
+
+async fn two_processes_crossing_a_limit_together_log_one_interruption(postgres: bool) {
+    let dir = fresh(postgres).await;
+    let db = dir.url.clone();
     let engine = Engine::open(&db).await.unwrap();
     let criteria = InterruptionCriteria {
         max_failed_tasks: Some(5),

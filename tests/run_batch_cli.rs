@@ -10,7 +10,7 @@ use mock_server::{Algorithm, MockServer, ServiceConfig};
 use serde_json::Value;
 use tem_core::{Engine, EngineOptions, TaskFilter, TaskStatus};
 use tem_e2e::binary::tem;
-use tem_e2e::echo;
+use tem_e2e::{echo, pacing};
 use tokio::process::{Child, Command};
 
 /// `tem ARGS` in `dir`, with no TEM_* settings leaking in from the test's environment.
@@ -145,7 +145,14 @@ async fn a_batch_completes_in_input_order_without_exceeding_the_rate_limit() {
         None,
         "the rate limit was never hit: {stats:?}"
     );
-    assert!(stats.max_accepted_in_window <= stats.limit, "{stats:?}");
+    // The pacing, from when the calls arrived (refused ones included), at every window start.
+    let arrivals = api.arrivals(mock_server::DEFAULT_SERVICE).unwrap();
+    assert_eq!(arrivals.len(), 54, "every call arrived once");
+    let busiest = pacing::most_in_any_window(&arrivals, Duration::from_millis(stats.window_ms));
+    assert!(
+        busiest <= 18,
+        "--rate 18/s let {busiest} calls arrive within one second"
+    );
 
     let results = read_jsonl(&dir.path().join("results.jsonl"));
     assert_eq!(results.len(), 54);

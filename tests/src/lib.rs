@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod echo;
+pub mod pacing;
 pub mod recorder;
 
 /// Postgres for tests, shared with tem-core's tests and `cargo xtask test`.

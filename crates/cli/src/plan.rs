@@ -277,10 +277,16 @@ mod tests {
             ..RunConfig::default()
         })
         .unwrap();
-        assert_eq!(plan.worker.concurrency, defaults::CONCURRENCY);
-        assert_eq!(plan.retry.max_attempts, defaults::MAX_ATTEMPTS);
+        // The defaults `tem run-batch --help` documents, written out: a changed constant must
+        // change the documentation (and this test) with it.
+        assert_eq!(plan.worker.concurrency, 8);
+        assert_eq!(plan.retry.max_attempts, 5);
+        assert_eq!(plan.retry.base, Duration::from_millis(500));
+        assert_eq!(plan.retry.cap, Duration::from_secs(30));
         assert_eq!(plan.worker.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(plan.http.connect_timeout, Duration::from_secs(10));
         assert_eq!(plan.worker.lease, Duration::from_secs(10));
+        assert_eq!(plan.http.max_result_bytes, 1_048_576);
         assert!(plan.limits.rate.is_none() && plan.criteria.is_empty());
         assert_eq!(plan.display, Display::Human);
     }

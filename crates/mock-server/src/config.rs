@@ -312,7 +312,8 @@ mod tests {
             &json!({"maxConcurrency": 5, "rateLimit": {"limit": 10, "windowMs": 1000}}),
         )
         .unwrap();
-        assert_eq!(c.delay_ms, DEFAULT_DELAY_MS);
+        // The original's default (its router.ts), written out.
+        assert_eq!(c.delay_ms, [10, 200]);
         assert_eq!(c.rate_limit.algorithm, Algorithm::TokenBucket);
         assert_eq!(c.error_simulation, None);
         assert_eq!(ServiceConfig::from_json(&c.to_json()).unwrap(), c, "round trip");

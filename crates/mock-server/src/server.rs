@@ -163,6 +163,13 @@ impl MockServer {
         self.simulator.service(name).map(|s| s.stats())
     }
 
+    /// When each request reached service `name`, refused ones included, as offsets from the
+    /// service's creation in arrival order (the first million): what a client's pacing did,
+    /// independent of what the service's limiter let through.
+    pub fn arrivals(&self, name: &str) -> Option<Vec<std::time::Duration>> {
+        self.simulator.service(name).map(|s| s.arrivals())
+    }
+
     /// The mode and every service's configuration.
     pub fn state(&self) -> ServerState {
         let services = self.simulator.services.read().unwrap_or_else(|e| e.into_inner());

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::ServiceConfig;
 use crate::limit::{Decision, Limiter, SlidingWindow, limiter};
-use crate::stats::{Recorder, Stats, StatusCounts};
+use crate::stats::{ArrivalLog, Recorder, Stats, StatusCounts};
 
 /// A running simulated service.
 #[derive(Debug)]
@@ -30,6 +30,7 @@ pub struct Service {
     config: ServiceConfig,
     in_flight: AtomicU64,
     statuses: StatusCounts,
+    arrivals: ArrivalLog,
     quota: Mutex<Quota>,
 }
 
@@ -69,6 +70,7 @@ impl Service {
             config,
             in_flight: AtomicU64::new(0),
             statuses: StatusCounts::new(),
+            arrivals: ArrivalLog::new(now),
         }
     }
 
@@ -85,8 +87,15 @@ impl Service {
         self.lock().recorder.snapshot(&self.statuses)
     }
 
+    /// When each request arrived (offsets from the service's creation), refused ones included;
+    /// the first million.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        self.arrivals.snapshot()
+    }
+
     /// Answers one request. The body is read only when the budget takes its cost from it.
     pub async fn call(&self, request: axum::extract::Request) -> Response {
+        self.arrivals.arrived(Instant::now());
         let (parts, body) = request.into_parts();
         let body = match &self.config.budget {
             Some(budget) if budget.cost_field.is_some() => {

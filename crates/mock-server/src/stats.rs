@@ -3,6 +3,7 @@
 //! client never went over the limit.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -63,6 +64,38 @@ impl PeakWindow {
         self.log.push_back((now, amount));
         self.sum += amount;
         self.peak = self.peak.max(self.sum);
+    }
+}
+
+/// Most arrivals a service remembers (8 bytes each); later ones are counted but not logged.
+const MAX_ARRIVALS: usize = 1_000_000;
+
+/// When each request reached the service, before any check refused it: evidence of a client's
+/// pacing that the service's own limiter cannot shape.
+#[derive(Debug)]
+pub(crate) struct ArrivalLog {
+    since: Instant,
+    log: Mutex<Vec<Duration>>,
+}
+
+impl ArrivalLog {
+    pub fn new(since: Instant) -> Self {
+        ArrivalLog {
+            since,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn arrived(&self, now: Instant) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() < MAX_ARRIVALS {
+            log.push(now.saturating_duration_since(self.since));
+        }
+    }
+
+    /// The arrival times so far, as offsets from the service's creation, in arrival order.
+    pub fn snapshot(&self) -> Vec<Duration> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -234,7 +234,7 @@ async fn run(
             (Next::Complete { result }, AttemptOutcome::Succeeded, None)
         }
         Ending::Finished(Err(error)) => {
-            let next = next_after_failure(shared, lane, &task, &error, started).await;
+            let next = next_after_failure(shared, lane, &task, &error, started, finished_ms).await;
             (next, error.kind.into(), Some(error))
         }
     };
@@ -322,6 +322,7 @@ async fn next_after_failure(
     task: &ClaimedTask,
     error: &TaskError,
     started: Instant,
+    finished_ms: crate::time::Millis,
 ) -> Next {
     if matches!(error.kind, ErrorKind::RateLimited | ErrorKind::Overloaded) {
         shared.concurrency.on_congestion(started);
@@ -335,8 +336,9 @@ async fn next_after_failure(
     let policy = shared.retry_policy(task.batch_id).await;
     let delay = policy.delay(task.attempt, error.retry_after);
     shared.note_retry(Instant::now() + delay);
+    // From the attempt's recorded end: the history shows exactly the delay the policy chose.
     Next::Retry {
-        run_after: now_ms().saturating_add(duration_ms(delay)),
+        run_after: finished_ms.saturating_add(duration_ms(delay)),
     }
 }
 

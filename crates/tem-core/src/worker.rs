@@ -611,13 +611,7 @@ async fn claim_and_spawn(
         lane.mark_idle(Instant::now() + shared.options.poll_interval);
         return Ok(());
     }
-    if claimed.len() > slots.len() {
-        tracing::error!(
-            claimed = claimed.len(),
-            slots = slots.len(),
-            "a claim returned more tasks than it had slots for"
-        );
-    }
+    let claimed = shared.keep_for(slots.len(), claimed, &lane);
     let unused = grants.len().saturating_sub(claimed.len());
     refund(&lane, grants.split_off(grants.len() - unused));
     // Run permits first: the first tasks start now, the rest wait in the buffer.
@@ -908,6 +902,37 @@ impl Shared {
         }
     }
 
+    /// Keeps the first `slots` of `claimed`; any beyond them go back to the queue at once,
+    /// unstarted and uncharged, rather than sit leased to nobody until their lease lapses.
+    fn keep_for(
+        self: &Arc<Self>,
+        slots: usize,
+        mut claimed: Vec<ClaimedTask>,
+        lane: &Arc<Lane>,
+    ) -> Vec<ClaimedTask> {
+        if claimed.len() <= slots {
+            return claimed;
+        }
+        let extra = claimed.split_off(slots);
+        tracing::error!(
+            claimed = claimed.len() + extra.len(),
+            slots,
+            "a claim returned more tasks than it had slots for; giving the rest back"
+        );
+        let extra = extra
+            .into_iter()
+            .map(|task| Buffered {
+                lane: lane.clone(),
+                task,
+                cancel: CancellationToken::new(),
+                slot: None,
+            })
+            .collect();
+        let release = self.release(extra);
+        lock(&self.releases).push(tokio::spawn(release));
+        claimed
+    }
+
     fn start(&self, task: &ClaimedTask, cancel: CancellationToken, leased_until: Instant) {
         lock(&self.inflight).insert(
             task.id,
@@ -1148,5 +1173,60 @@ impl Shared {
             retried: self.retried.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::NewBatch;
+    use crate::task::{NewTask, TaskStatus};
+
+    #[tokio::test]
+    async fn tasks_claimed_beyond_the_free_slots_go_back_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        let batch = engine.create_batch(NewBatch::new("extra", "t")).await.unwrap();
+        let ids = engine
+            .enqueue(batch.id, (0..3).map(|i| NewTask::new("job", &i).unwrap()))
+            .await
+            .unwrap();
+        let worker = engine
+            .worker(WorkerOptions::default().batch(batch.id))
+            .handle("job", |_: u32, _| async { Ok::<_, TaskError>(()) });
+        let shared = Arc::new(worker.into_shared().unwrap());
+        let lane = shared.lanes[0].clone();
+        // A claim that came back with three tasks for one free slot.
+        let request = ClaimRequest {
+            owner: shared.owner.clone(),
+            types_json: lane.types_json.clone(),
+            batch: Some(batch.id),
+            max: 3,
+            lease: Duration::from_secs(60),
+            pause_key: Some(lane.key.clone()),
+            shared: SharedLimits::default(),
+        };
+        let ClaimResult::Claimed(claimed) = engine.committer().claim(request, None).await.unwrap() else {
+            panic!("claimed nothing");
+        };
+        assert_eq!(claimed.len(), 3);
+
+        let kept = shared.keep_for(1, claimed, &lane);
+        assert_eq!(kept.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[0]]);
+        let releases: Vec<_> = lock(&shared.releases).drain(..).collect();
+        for release in releases {
+            release.await.unwrap();
+        }
+        for (id, status, attempt) in [
+            (ids[0], TaskStatus::Running, 1),
+            (ids[1], TaskStatus::Pending, 0),
+            (ids[2], TaskStatus::Pending, 0),
+        ] {
+            let task = engine.task(id).await.unwrap();
+            assert_eq!((task.status, task.attempt), (status, attempt), "task {}", id.0);
+        }
+        assert_eq!(shared.run_report().released, 2);
     }
 }

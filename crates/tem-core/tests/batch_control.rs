@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,8 @@ use tem_core::{
 #[derive(Clone, Default)]
 struct Api {
     calls: Arc<Mutex<Vec<(i64, Instant)>>>,
-    /// While set, every call answers 503 (for the breaker).
-    down_until: Arc<Mutex<Option<Instant>>>,
+    /// How many of the next calls answer 503 (for the breaker).
+    down_for: Arc<AtomicUsize>,
 }
 
 impl Api {
@@ -48,12 +49,10 @@ impl Api {
 
 async fn answer(State(api): State<Api>, Path((status, task)): Path<(u16, i64)>) -> StatusCode {
     api.calls.lock().unwrap().push((task, Instant::now()));
-    if api
-        .down_until
-        .lock()
-        .unwrap()
-        .is_some_and(|until| Instant::now() < until)
-    {
+    let down = api
+        .down_for
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if down.is_ok() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -589,8 +588,8 @@ on_both_backends! {
             (0..20).map(|_| task(200)).collect(),
         )
         .await;
-        // The API is down for the first 300 ms.
-        *api.down_until.lock().unwrap() = Some(Instant::now() + Duration::from_millis(300));
+        // The API is down for its first three calls: they open the circuit.
+        api.down_for.store(3, Ordering::SeqCst);
         let breaker = BreakerConfig {
             consecutive_failures: 3,
             failure_rate: None,
@@ -640,5 +639,113 @@ on_both_backends! {
             .unwrap();
         let attempts: u32 = tasks.iter().map(|t| t.attempt).sum();
         assert_eq!(attempts, 23, "no attempt was burned while the circuit was open");
+    }
+}
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_after_a_criterion_fired_judges_only_what_came_after(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let (api, base) = Api::start().await;
+
+        // Counts since the resume: three failures fire `max_failed_tasks: 2`; after the resume
+        // the next two failures are within the limit again, the third is not.
+        let failed = batch_with(
+            &engine,
+            "failed",
+            InterruptionCriteria {
+                max_failed_tasks: Some(2),
+                ..Default::default()
+            },
+            no_backoff(1),
+            [400, 400, 400, 200, 400, 400, 200, 400, 200].map(task).to_vec(),
+        )
+        .await;
+        run(&engine, serial(failed), &base).await;
+        assert_eq!(engine.batch(failed).await.unwrap().status, BatchStatus::Interrupted);
+        assert!(engine.resume(failed).await.unwrap().reactivated);
+        run(&engine, serial(failed), &base).await;
+        let log = engine.interruptions(failed).await.unwrap();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[1].message, "3 tasks failed; max_failed_tasks is 2", "counted since the resume");
+        let stats = engine.stats(failed).await.unwrap();
+        assert_eq!((stats.failed, stats.completed, stats.pending), (6, 2, 1), "totals are never reset");
+
+        // The consecutive-failure counter restarts at zero: two failures in a row after the
+        // resume are within `max_consecutive_failures: 2`, and the batch completes.
+        let consecutive = batch_with(
+            &engine,
+            "consecutive",
+            InterruptionCriteria {
+                max_consecutive_failures: Some(2),
+                ..Default::default()
+            },
+            no_backoff(1),
+            [400, 400, 400, 400, 400, 200, 200].map(task).to_vec(),
+        )
+        .await;
+        run(&engine, serial(consecutive), &base).await;
+        assert_eq!(engine.batch(consecutive).await.unwrap().status, BatchStatus::Interrupted);
+        assert!(engine.resume(consecutive).await.unwrap().reactivated);
+        run(&engine, serial(consecutive), &base).await;
+        let done = engine.batch(consecutive).await.unwrap();
+        assert_eq!(
+            (done.status, done.stats.failed, done.stats.completed),
+            (BatchStatus::Completed, 5, 2),
+            "{:?}",
+            engine.interruptions(consecutive).await.unwrap()
+        );
+
+        // The runtime clock restarts at the first claim after the resume.
+        let slow = batch_with(
+            &engine,
+            "runtime",
+            InterruptionCriteria {
+                max_batch_runtime_ms: Some(300),
+                ..Default::default()
+            },
+            no_backoff(1),
+            (0..200).map(|_| task(200)).collect(),
+        )
+        .await;
+        let slow_run = |engine: Engine| {
+            let (client, base) = (reqwest::Client::new(), base.clone());
+            async move {
+                engine
+                    .worker(serial(slow))
+                    .handle("call", move |status: u16, ctx: tem_core::TaskContext| {
+                        let (client, base) = (client.clone(), base.clone());
+                        async move {
+                            client
+                                .get(format!("{base}/{status}/{}", ctx.task_id))
+                                .send()
+                                .await
+                                .map_err(|e| TaskError::retryable(e.to_string()))?;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok::<_, TaskError>(())
+                        }
+                    })
+                    .run_until_idle()
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = slow_run(engine.clone()).await.succeeded;
+        let interrupted_at = engine.interruptions(slow).await.unwrap()[0].at;
+        assert!(engine.resume(slow).await.unwrap().reactivated);
+        let second = slow_run(engine.clone()).await.succeeded;
+        let b = engine.batch(slow).await.unwrap();
+        let log = engine.interruptions(slow).await.unwrap();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[1].reason, InterruptionReason::BatchRuntimeExceeded);
+        let restarted = b.run_started_at.unwrap();
+        assert!(restarted >= interrupted_at, "the clock restarted after the resume");
+        assert!(
+            log[1].at - restarted > 300,
+            "judged from the restart, not the first run: {} ms",
+            log[1].at - restarted
+        );
+        assert!(first > 0 && second > 0, "both runs made calls ({first}, {second})");
+        drop(api);
     }
 }

@@ -487,35 +487,118 @@ on_both_backends! {
             .batch(batch.id)
             .lease(Duration::from_millis(300));
         options.rescue_interval = Duration::from_millis(100);
+        // Attempts cancelled under the handler: a renewal that took a live claim for a lost one.
+        let cancelled = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = cancelled.clone();
+        let stalls = common::StallMonitor::start();
         engine
             .worker(options)
-            .handle("job", |_: u32, ctx: TaskContext| async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                if ctx.attempt < 10 {
-                    Err(TaskError::retryable("again"))
-                } else {
-                    Ok(ctx.attempt)
+            .handle("job", move |_: u32, ctx: TaskContext| {
+                let seen = seen.clone();
+                async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        () = ctx.cancelled() => {
+                            seen.lock().unwrap().push((ctx.task_id, ctx.attempt));
+                            return Err(TaskError::retryable("cancelled"));
+                        }
+                    }
+                    if ctx.attempt < 10 {
+                        Err(TaskError::retryable("again"))
+                    } else {
+                        Ok(ctx.attempt)
+                    }
                 }
             })
             .run_until_idle()
             .await
             .unwrap();
+        let stalled = stalls.worst();
         let stats = engine.stats(batch.id).await.unwrap();
-        assert_eq!(
-            (stats.completed, stats.lost),
-            (40, 0),
-            "no attempt was lost or rescued"
-        );
-        let tasks = engine
-            .tasks(&TaskFilter {
-                batch: Some(batch.id),
-                ..Default::default()
-            })
+        assert_eq!(stats.completed, 40);
+        // The safety property, whatever the machine did: an attempt is cancelled only once its
+        // lease really lapsed, which the rescue recorded. A renewal mistaking a retry's new claim
+        // for a lost one cancels an attempt whose lease was live.
+        let cancelled = cancelled.lock().unwrap().clone();
+        for (task, attempt) in cancelled {
+            let history = engine.attempts(task).await.unwrap();
+            assert!(
+                history
+                    .iter()
+                    .any(|a| a.attempt == attempt && a.outcome == AttemptOutcome::LeaseExpired),
+                "task {} attempt {attempt} was cancelled under a live lease: {history:?}",
+                task.0
+            );
+        }
+        // The timing bound, judged against the stall this run measured: a lease of 300 ms is
+        // renewed every 100 ms, so only a stall past 200 ms may let one lapse.
+        if stalled < Duration::from_millis(200) {
+            assert_eq!(stats.lost, 0, "no lease lapsed (worst stall {stalled:?})");
+            let tasks = engine
+                .tasks(&TaskFilter {
+                    batch: Some(batch.id),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(
+                tasks.iter().all(|t| t.attempt == 10),
+                "every task took exactly ten attempts"
+            );
+        } else {
+            eprintln!(
+                "a {stalled:?} stall: {} leases lapsed and were rescued, not judged",
+                stats.lost
+            );
+        }
+    }
+}
+
+on_both_backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_rescued_on_its_last_attempt_ends_failed(backend) {
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine
+            .create_batch(NewBatch::new("last", "t").retry(retry(1)))
             .await
             .unwrap();
-        assert!(
-            tasks.iter().all(|t| t.attempt == 10),
-            "every task took exactly ten attempts"
+        let ids = engine
+            .enqueue(batch.id, (0..5).map(|i| NewTask::new("job", &i).unwrap()))
+            .await
+            .unwrap();
+        // Three tasks run their only attempt under a worker that dies.
+        strand(&engine, batch.id, Duration::from_millis(300)).await;
+        finish(&engine, batch.id).await;
+
+        let stats = engine.stats(batch.id).await.unwrap();
+        assert_eq!(
+            (stats.completed, stats.failed, stats.lost, stats.pending, stats.running),
+            (2, 3, 3, 0, 0),
+            "{stats:?}"
+        );
+        let mut failed = 0;
+        for id in ids {
+            let task = engine.task(id).await.unwrap();
+            if task.status != TaskStatus::Failed {
+                assert_eq!((task.status, task.attempt), (TaskStatus::Completed, 1));
+                continue;
+            }
+            failed += 1;
+            assert_eq!(task.attempt, 1, "no attempt beyond the last");
+            let outcomes: Vec<_> = engine
+                .attempts(id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.outcome)
+                .collect();
+            assert_eq!(outcomes, [AttemptOutcome::LeaseExpired]);
+        }
+        assert_eq!(failed, 3);
+        assert_eq!(
+            engine.batch(batch.id).await.unwrap().status,
+            BatchStatus::Completed,
+            "every task finished"
         );
     }
 }

@@ -312,3 +312,61 @@ async fn in_memory_databases_work_for_tests() {
         .unwrap();
     assert_eq!(report.succeeded, 20);
 }
+
+on_both_backends! {
+    // One thread: the give-back below queues all its outcomes before the committer runs, so
+    // more than one cycle's worth (2,048) reach it at once.
+    #[tokio::test]
+    async fn more_outcomes_than_one_commit_takes_are_committed_in_two(backend) {
+        const AHEAD: usize = 2_100;
+        let (_dir, engine) = common::engine(backend).await;
+        let batch = engine.create_batch(NewBatch::new("split", "t")).await.unwrap();
+        engine
+            .enqueue(batch.id, (0..2_200u32).map(|i| NewTask::new("job", &i).unwrap()))
+            .await
+            .unwrap();
+        let mut options = WorkerOptions::default()
+            .concurrency(1)
+            .fixed_concurrency()
+            .batch(batch.id);
+        options.prefetch = Some(AHEAD);
+        options.max_claim = 4_096;
+        let (release, hold) = tokio::sync::watch::channel(false);
+        let worker = engine.worker(options).handle("job", move |_: u32, _| {
+            let mut hold = hold.clone();
+            async move {
+                let _ = hold.wait_for(|go| *go).await;
+                Ok::<_, TaskError>(())
+            }
+        });
+        let shutdown = worker.shutdown_handle();
+        let run = tokio::spawn(worker.run());
+        common::eventually(std::time::Duration::from_secs(30), "one running, the rest claimed ahead", || {
+            let engine = engine.clone();
+            async move { engine.stats(batch.id).await.unwrap().running == AHEAD as i64 + 1 }
+        })
+        .await;
+        let mut events = engine.events();
+        // Drain: the running task finishes, then the 2,100 claimed ahead go back in one go.
+        shutdown.drain();
+        release.send(true).unwrap();
+        let report = run.await.unwrap().unwrap();
+        assert_eq!((report.succeeded, report.released), (1, AHEAD as u64));
+
+        let mut running = Vec::new();
+        while let Ok(Event::Progress(p)) = events.try_recv() {
+            if p.batch_id == batch.id && running.last() != Some(&p.stats.running) {
+                running.push(p.stats.running);
+            }
+        }
+        // After the last task finished 2,100 are claimed ahead; 2,048 of them go back in the
+        // first commit, the other 52 in the next (earlier events may still show 2,101).
+        let after_drain = running
+            .iter()
+            .position(|&n| n == AHEAD as i64)
+            .expect("the finished task's commit");
+        assert_eq!(&running[after_drain..], [AHEAD as i64, 52, 0], "running after each commit: {running:?}");
+        let stats = engine.stats(batch.id).await.unwrap();
+        assert_eq!((stats.completed, stats.pending, stats.running), (1, 2_199, 0));
+    }
+}

@@ -79,6 +79,24 @@ async fn an_idle_worker_wakes_when_another_engine_enqueues() {
     });
     let shutdown = worker.shutdown_handle();
     let running = tokio::spawn(worker.run());
+    // Both engines listen from a task started at open; a notification sent before the first
+    // one's LISTEN took effect would be lost, and this test would time out on a race.
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    common::eventually(Duration::from_secs(10), "both engines listening", || {
+        let pool = pool.clone();
+        async move {
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%' AND state = 'idle'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            listening == 2
+        }
+    })
+    .await;
+    pool.close().await;
     // One task through the worker: after it, the worker's next look finds nothing and it
     // waits, for a minute unless something wakes it.
     first

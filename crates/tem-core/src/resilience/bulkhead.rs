@@ -66,14 +66,13 @@ impl Bulkhead {
             Ok(permit) => permit,
             Err(_) => {
                 let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+                // Leaves the queue however the wait ends, a caller that gives up included.
+                let _place = Place(&self.waiting);
                 if self.options.queue_size.is_some_and(|max| waiting >= max) {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
                     return Err(OpError::Rejected);
                 }
-                let permit = self.slots.acquire().await;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 // Never closed: acquiring cannot fail.
-                permit.map_err(|_| OpError::Rejected)?
+                self.slots.acquire().await.map_err(|_| OpError::Rejected)?
             }
         };
         let result = match self.options.timeout {
@@ -84,6 +83,15 @@ impl Bulkhead {
         };
         drop(permit);
         result.map_err(OpError::Failed)
+    }
+}
+
+/// A place in the waiting room, given back when dropped.
+struct Place<'a>(&'a AtomicUsize);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -151,6 +159,37 @@ mod tests {
         assert_eq!(results[0], Ok(0));
         assert_eq!(results[1], Err(OpError::TimedOut));
         assert_eq!(results[2], Err(OpError::Rejected));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_gives_its_place_in_the_queue_back() {
+        let bulkhead = Bulkhead::new(LimitOptions {
+            max_concurrency: 1,
+            queue_size: Some(2),
+            timeout: None,
+        });
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let busy = bulkhead.run(|| async move {
+            let _ = hold.await;
+            Ok::<_, String>(())
+        });
+        tokio::pin!(busy);
+        assert!(futures::poll!(busy.as_mut()).is_pending(), "holds the only slot");
+        // Queue twice the queue's size, cancelling each wait: every place must come back.
+        for _ in 0..4 {
+            let waiter = bulkhead.run(|| async { Ok::<_, String>(()) });
+            let gave_up = tokio::time::timeout(Duration::from_millis(10), waiter).await;
+            assert!(gave_up.is_err(), "the wait was cancelled, not refused");
+        }
+        let queued = bulkhead.run(|| async { Ok::<_, String>(7) });
+        tokio::pin!(queued);
+        assert!(
+            futures::poll!(queued.as_mut()).is_pending(),
+            "a place in the queue"
+        );
+        release.send(()).unwrap();
+        assert_eq!(busy.await, Ok(()));
+        assert_eq!(queued.await, Ok(7), "not refused by places never given back");
     }
 
     #[tokio::test]

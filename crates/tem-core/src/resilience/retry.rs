@@ -113,15 +113,24 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn succeeds_after_transient_failures_and_reports_the_cost() {
-        let got = retry(&policy(5), |attempt| async move {
-            if attempt < 3 {
-                Err(TaskError::retryable("flaky"))
-            } else {
-                Ok(attempt * 10)
+        // The paused clock moves only when the retry sleeps: each attempt's virtual start time
+        // is the backoff actually waited, not the figure reported.
+        let t0 = tokio::time::Instant::now();
+        let starts = std::sync::Mutex::new(Vec::new());
+        let got = retry(&policy(5), |attempt| {
+            starts.lock().unwrap().push(t0.elapsed());
+            async move {
+                if attempt < 3 {
+                    Err(TaskError::retryable("flaky"))
+                } else {
+                    Ok(attempt * 10)
+                }
             }
         })
         .await
         .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(*starts.lock().unwrap(), [ms(0), ms(100), ms(300)]);
         assert_eq!(
             got,
             Retried {
@@ -145,6 +154,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn honours_retry_after_and_gives_up_after_max_attempts() {
+        let t0 = tokio::time::Instant::now();
         let err = retry(&policy(3), |_| async {
             Err::<(), _>(TaskError::rate_limited(Some(Duration::from_secs(2))))
         })
@@ -152,6 +162,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.attempts, 3);
         assert_eq!(err.total_delay, Duration::from_secs(4));
+        assert_eq!(t0.elapsed(), Duration::from_secs(4), "Retry-After waited out");
     }
 
     #[tokio::test(start_paused = true)]

@@ -138,3 +138,46 @@ pub fn max_in_window(times: &[std::time::Instant], window: Duration) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// Measures how late this runtime runs a 5 ms timer while a test runs: the stall the test
+/// itself suffered, from which a timing bound can be judged (a safety property never is).
+pub struct StallMonitor {
+    worst: std::sync::Arc<std::sync::Mutex<Duration>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallMonitor {
+    pub fn start() -> StallMonitor {
+        let worst = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let seen = worst.clone();
+        let task = tokio::spawn(async move {
+            let tick = Duration::from_millis(5);
+            loop {
+                let before = std::time::Instant::now();
+                tokio::time::sleep(tick).await;
+                let late = before.elapsed().saturating_sub(tick);
+                let mut worst = seen.lock().unwrap();
+                *worst = (*worst).max(late);
+            }
+        });
+        StallMonitor { worst, task }
+    }
+
+    /// The longest a timer fired late so far.
+    pub fn worst(&self) -> Duration {
+        *self.worst.lock().unwrap()
+    }
+}
+
+impl Drop for StallMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A window shortened by a measured stall. Starts recorded up to `stall` after the limiter let
+/// them go fit the limit in any window `stall` shorter than the limiter's: eleven recorded in
+/// `[t, t + window - stall)` would mean eleven let go in `[t - stall, t + window - stall)`.
+pub fn shrunk(window: Duration, stall: Duration) -> Duration {
+    window.saturating_sub(stall)
+}

@@ -6,6 +6,8 @@
 //! highest priority first, then FIFO; a global claim serves active batches oldest first, the same
 //! order inside each. Both walk the partial index `task_claim` and never sort.
 
+use std::sync::LazyLock;
+
 use sqlx::Row;
 
 use super::program::{Program, StatementResult, Value};
@@ -19,6 +21,35 @@ const SET_LEASE: &str = "status = 'running', attempt = attempt + 1, lease_token 
     lease_owner = ?, lease_expires_at = ?, claimed_at = ?, first_started_at = coalesce(first_started_at, ?)";
 /// Placeholders: key, now.
 const NOT_PAUSED: &str = "NOT EXISTS (SELECT 1 FROM limit_pause WHERE key = ? AND until > ?)";
+
+/// A batch-scoped claim. Placeholders: [`SET_LEASE`]'s, batch, now, types, batch, [`NOT_PAUSED`]'s,
+/// limit.
+static BATCH_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE task SET {SET_LEASE} WHERE id IN ( \
+             SELECT id FROM task \
+             WHERE batch_id = ? AND status = 'pending' AND run_after <= ? \
+               AND type IN (SELECT value FROM json_each(?)) \
+               AND EXISTS (SELECT 1 FROM batch WHERE id = ? AND status = 'active') \
+               AND {NOT_PAUSED} \
+             ORDER BY priority DESC, id LIMIT ?) \
+         RETURNING {CLAIMED_COLUMNS}"
+    )
+});
+
+/// A claim across active batches, oldest first. Placeholders: [`SET_LEASE`]'s, now, types,
+/// [`NOT_PAUSED`]'s, limit.
+static GLOBAL_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE task SET {SET_LEASE} WHERE id IN ( \
+             SELECT t.id FROM batch AS b CROSS JOIN task AS t \
+             WHERE b.status = 'active' AND b.pending > 0 AND t.batch_id = b.id \
+               AND t.status = 'pending' AND t.run_after <= ? \
+               AND t.type IN (SELECT value FROM json_each(?)) AND {NOT_PAUSED} \
+             ORDER BY b.id, t.priority DESC, t.id LIMIT ?) \
+         RETURNING {CLAIMED_COLUMNS}"
+    )
+});
 
 /// Where the section's results are, once the program ran.
 pub(super) struct ClaimSection {
@@ -38,16 +69,7 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
         Some(batch) => {
             let batch = Value::Int(batch.0);
             program.push(
-                &format!(
-                    "UPDATE task SET {SET_LEASE} WHERE id IN ( \
-                         SELECT id FROM task \
-                         WHERE batch_id = ? AND status = 'pending' AND run_after <= ? \
-                           AND type IN (SELECT value FROM json_each(?)) \
-                           AND EXISTS (SELECT 1 FROM batch WHERE id = ? AND status = 'active') \
-                           AND {NOT_PAUSED} \
-                         ORDER BY priority DESC, id LIMIT ?) \
-                     RETURNING {CLAIMED_COLUMNS}"
-                ),
+                &BATCH_CLAIM,
                 &[
                     owner,
                     expires,
@@ -64,15 +86,7 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
             )?
         }
         None => program.push(
-            &format!(
-                "UPDATE task SET {SET_LEASE} WHERE id IN ( \
-                     SELECT t.id FROM batch AS b CROSS JOIN task AS t \
-                     WHERE b.status = 'active' AND b.pending > 0 AND t.batch_id = b.id \
-                       AND t.status = 'pending' AND t.run_after <= ? \
-                       AND t.type IN (SELECT value FROM json_each(?)) AND {NOT_PAUSED} \
-                     ORDER BY b.id, t.priority DESC, t.id LIMIT ?) \
-                 RETURNING {CLAIMED_COLUMNS}"
-            ),
+            &GLOBAL_CLAIM,
             &[
                 owner,
                 expires,
@@ -108,5 +122,35 @@ impl ClaimSection {
         let tasks = rows.iter().map(rows::claimed_task).collect::<Result<Vec<_>>>()?;
         // RETURNING order is unspecified; hand tasks out in claim order.
         Ok(ClaimResult::Claimed(rows::in_claim_order(tasks)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineOptions;
+    use crate::store::sqlite::SqliteStore;
+
+    /// SQLite's plan for `statement` exactly as the claim sends it (every `?` bound).
+    async fn plan(store: &SqliteStore, statement: &str) -> String {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {statement}")));
+        for _ in 0..statement.matches('?').count() {
+            query = query.bind(1_i64);
+        }
+        let rows = query.fetch_all(&store.read).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
+        plan.join("\n")
+    }
+
+    #[tokio::test]
+    async fn both_claims_walk_the_partial_index_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url, &EngineOptions::default()).await.unwrap();
+        for statement in [&*BATCH_CLAIM, &*GLOBAL_CLAIM] {
+            let text = plan(&store, statement).await;
+            assert!(text.contains("INDEX task_claim"), "{text}");
+            assert!(!text.contains("TEMP B-TREE"), "the claim must not sort: {text}");
+        }
     }
 }

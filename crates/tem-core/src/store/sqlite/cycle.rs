@@ -231,21 +231,4 @@ mod tests {
         );
         assert_eq!(store.batch(batch.id).await.unwrap().unwrap().stats.completed, 1);
     }
-
-    #[tokio::test]
-    async fn the_claim_walks_the_partial_index() {
-        let (_dir, store) = store().await;
-        let rows = sqlx::query(
-            "EXPLAIN QUERY PLAN SELECT id FROM task WHERE batch_id = 1 AND status = 'pending' \
-             AND run_after <= 0 AND type IN (SELECT value FROM json_each('[\"t\"]')) \
-             ORDER BY priority DESC, id LIMIT 8",
-        )
-        .fetch_all(&store.read)
-        .await
-        .unwrap();
-        let plan: Vec<String> = rows.iter().map(|r| sqlx::Row::get::<String, _>(r, 3)).collect();
-        let text = plan.join("\n");
-        assert!(text.contains("COVERING INDEX task_claim"), "{text}");
-        assert!(!text.contains("TEMP B-TREE"), "the claim must not sort: {text}");
-    }
 }

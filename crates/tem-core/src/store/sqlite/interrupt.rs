@@ -146,9 +146,56 @@ impl SqliteStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_check_binds_exactly_its_parameters() {
+    use crate::batch::{BatchStatus, NewBatch};
+    use crate::engine::EngineOptions;
+
+    /// Runs the check alone in a transaction; returns the batches it interrupted.
+    async fn check(
+        store: &SqliteStore,
+        ids: &[i64],
+        everything: bool,
+        defaults: Option<&str>,
+        now: Millis,
+    ) -> Vec<i64> {
         let mut program = Program::transaction();
-        push_check(&mut program, &[1, 2], false, Some("{}"), 5).unwrap();
+        let at = push_check(&mut program, ids, everything, defaults, now).unwrap();
+        let mut conn = store.write.acquire().await.unwrap();
+        let results = program.run(&mut conn).await.unwrap();
+        results[at].rows.iter().map(|row| row.get::<i64, _>(0)).collect()
+    }
+
+    #[tokio::test]
+    async fn each_parameter_reaches_its_place_in_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url, &EngineOptions::default()).await.unwrap();
+        let a = store.create_batch(&NewBatch::new("a", "t")).await.unwrap().id;
+        let b = store.create_batch(&NewBatch::new("b", "t")).await.unwrap().id;
+        // Three failures on each batch, as the counters would hold them.
+        sqlx::query("UPDATE batch SET failed = 3")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        let defaults = Some(r#"{"max_failed_tasks": 2}"#);
+
+        // Neither batch has criteria of its own: without defaults nothing is judged.
+        assert_eq!(
+            check(&store, &[a.0, b.0], false, None, 7).await,
+            Vec::<i64>::new()
+        );
+        // The ids bind where the ids go: only `b` is judged, and crossed its limit.
+        assert_eq!(check(&store, &[b.0], false, defaults, 7).await, [b.0]);
+        // `everything` judges the rest; `now` is the moment written.
+        assert_eq!(check(&store, &[], true, defaults, 9).await, [a.0]);
+        for (id, at) in [(a, 9), (b, 7)] {
+            let batch = store.batch(id).await.unwrap().unwrap();
+            assert_eq!(batch.status, BatchStatus::Interrupted);
+            let logged = store.interruptions(id).await.unwrap();
+            assert_eq!(logged.len(), 1, "one log row per transition");
+            assert_eq!(logged[0].reason, InterruptionReason::FailedTasksExceeded);
+            assert_eq!(logged[0].message, "3 tasks failed; max_failed_tasks is 2");
+            let interruption = batch.interruption.expect("the interruption on the row");
+            assert_eq!(interruption.at, at, "the bound `now`");
+        }
     }
 }
