@@ -722,6 +722,16 @@ async fn keys_are_checked_and_bad_bodies_get_the_providers_400() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["message"], "anthropic-version: header is required");
+    // The API takes the key as a bearer token too, and recent SDKs send it so.
+    let response = http
+        .post(&url)
+        .bearer_auth("sk-ant-test")
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     // Garbage of every shape: a 400, never a panic (the server answers after it all).
     for body in [
         "",

@@ -24,9 +24,13 @@ pub(crate) fn route(method: &str, path: &str) -> Option<Endpoint> {
     }
 }
 
-/// The key of `x-api-key`.
+/// The key of `x-api-key`, or of `Authorization: Bearer KEY` (which the API takes too, and
+/// recent SDKs send).
 pub(crate) fn key(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+    match headers.get("x-api-key") {
+        Some(key) => key.to_str().ok().map(str::trim),
+        None => super::openai::key(headers),
+    }
 }
 
 /// Whether `anthropic-version` is present.
