@@ -161,3 +161,70 @@ fn bad_input_names_the_flag_or_field() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[tokio::test]
+async fn kind_openai_serves_the_providers_routes_at_the_root_with_its_limits() {
+    let (child, url) = start(&[
+        "--kind",
+        "openai",
+        "--rpm",
+        "2",
+        "--tpm",
+        "100000",
+        "--first-token-ms",
+        "0,0",
+        "--per-token-ms",
+        "0,0",
+        "--port",
+        "0",
+    ]);
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 4,
+                                  "messages": [{"role": "user", "content": "hi"}]});
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let response = http
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let remaining = response.headers()["x-ratelimit-remaining-requests"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        seen.push((response.status().as_u16(), remaining));
+    }
+    let expected: Vec<(u16, String)> = vec![(200, "1".into()), (200, "0".into()), (429, "0".into())];
+    assert_eq!(seen, expected);
+    let models: Value = http
+        .get(format!("{url}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    http.post(format!("{url}/shutdown")).send().await.unwrap();
+    assert_eq!(exit_code(child), 0);
+}
+
+#[test]
+fn llm_flags_are_checked_naming_the_flag() {
+    for (args, flag) in [
+        (&["--kind", "anthropic", "--tpm", "5"][..], "--tpm"),
+        (&["--kind", "openai", "--rpm", "0"][..], "--rpm"),
+        (&["--rpm", "5"][..], "--kind"),
+    ] {
+        let output = Command::new(tem())
+            .arg("mock-server")
+            .args(args)
+            .args(["--port", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}

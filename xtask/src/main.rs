@@ -21,7 +21,7 @@ enum Command {
     Bench(bench::Bench),
     /// The whole test suite with its set-up: Postgres (the one at TEM_TEST_POSTGRES or
     /// 127.0.0.1:5432, else a throwaway cluster), the suite (nextest if installed, else cargo
-    /// test; a FLAKY test fails it), then the real clients (ts-topy, the streams conformance suite).
+    /// test; a FLAKY test fails it), then the real clients (ts-topy, the OpenAI and Anthropic SDKs, the streams conformance suite).
     Test(test::TestArgs),
 }
 

@@ -9,8 +9,9 @@
 //! 3. The suite: `cargo nextest run --workspace` when cargo-nextest is installed (every test in
 //!    its own process, with deadlines), else `cargo test --workspace`. A test that passed only
 //!    on a retry (nextest's FLAKY) fails the run: a race must not hide behind a retry.
-//! 4. The real clients: ts-topy against the Teraslice mock, the Durable Streams conformance
-//!    suite against `tem streams serve` (each installs itself on first use).
+//! 4. The real clients: ts-topy against the Teraslice mock, the official OpenAI and Anthropic
+//!    Python SDKs against the LLM-shaped mock, the Durable Streams conformance suite against
+//!    `tem streams serve` (each installs itself on first use).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +25,7 @@ use tem_test_support::pg_cluster::{PgCluster, pg_bin};
 /// `cargo xtask test` options.
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Skip the real-client checks (ts-topy, the streams conformance suite).
+    /// Skip the real-client checks (ts-topy, the LLM SDKs, the streams conformance suite).
     #[arg(long)]
     no_clients: bool,
     /// Run with `cargo test` even when cargo-nextest is installed.
@@ -74,6 +75,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         let tem = root.join("target/debug/tem");
         step("the real Teraslice client (ts-topy) against tem mock-server --teraslice");
         env.script("tests/teraslice-client/run.sh", &tem)?;
+        step("the official OpenAI and Anthropic SDKs against tem mock-server --kind openai|anthropic");
+        env.script("tests/llm-sdks/run.sh", &tem)?;
         step("the Durable Streams conformance suite against tem streams serve (memory, then --data-dir)");
         env.script("tests/streams-conformance/run.sh", &tem)?;
     }

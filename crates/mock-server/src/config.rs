@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::provider::{Provider, ProviderConfig};
+
 /// How requests are counted against `rateLimit`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,7 +99,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.to_owned(),
         message: message.into(),
@@ -272,7 +274,11 @@ impl ServiceConfig {
     }
 }
 
-fn known(object: &serde_json::Map<String, Value>, prefix: &str, fields: &[&str]) -> Result<(), ConfigError> {
+pub(crate) fn known(
+    object: &serde_json::Map<String, Value>,
+    prefix: &str,
+    fields: &[&str],
+) -> Result<(), ConfigError> {
     match object.keys().find(|k| !fields.contains(&k.as_str())) {
         Some(unknown) => Err(bad(
             &format!("{prefix}{unknown}"),
@@ -282,7 +288,7 @@ fn known(object: &serde_json::Map<String, Value>, prefix: &str, fields: &[&str])
     }
 }
 
-fn integer(value: Option<&Value>, field: &str, min: u64) -> Result<u64, ConfigError> {
+pub(crate) fn integer(value: Option<&Value>, field: &str, min: u64) -> Result<u64, ConfigError> {
     let message = || format!("must be an integer of at least {min}");
     let value = value.ok_or_else(|| bad(field, format!("is required and {}", message())))?;
     value
@@ -295,6 +301,83 @@ fn integer(value: Option<&Value>, field: &str, min: u64) -> Result<u64, ConfigEr
         })
         .filter(|n| *n >= min)
         .ok_or_else(|| bad(field, message()))
+}
+
+/// What a service is: the generic simulator (`kind` absent or `"generic"`), or an imitation of
+/// an LLM provider (`"openai"`, `"anthropic"`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Definition {
+    Generic(ServiceConfig),
+    Provider(ProviderConfig),
+}
+
+/// The kinds a service may have.
+const KINDS: &str = "generic, openai, anthropic";
+
+impl Definition {
+    /// Parses and validates a service of any kind.
+    pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| bad("(body)", "must be a JSON object"))?;
+        match object.get("kind") {
+            None | Some(Value::Null) => ServiceConfig::from_json(value).map(Definition::Generic),
+            Some(Value::String(kind)) if kind == "generic" => {
+                let mut object = object.clone();
+                object.remove("kind");
+                ServiceConfig::from_json(&Value::Object(object)).map(Definition::Generic)
+            }
+            Some(Value::String(kind)) if kind == "openai" => {
+                ProviderConfig::from_json(Provider::Openai, object).map(Definition::Provider)
+            }
+            Some(Value::String(kind)) if kind == "anthropic" => {
+                ProviderConfig::from_json(Provider::Anthropic, object).map(Definition::Provider)
+            }
+            Some(_) => Err(bad("kind", format!("must be one of {KINDS}"))),
+        }
+    }
+
+    /// The definition as JSON, in the shape [`Definition::from_json`] reads.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Definition::Generic(config) => config.to_json(),
+            Definition::Provider(config) => config.to_json(),
+        }
+    }
+
+    /// Checks a definition built in code as strictly as one read from JSON.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Definition::Generic(config) => config.validate(),
+            Definition::Provider(config) => config.validate(),
+        }
+    }
+
+    /// `generic`, `openai` or `anthropic`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Definition::Generic(_) => "generic",
+            Definition::Provider(config) => config.provider.kind(),
+        }
+    }
+}
+
+impl From<ServiceConfig> for Definition {
+    fn from(config: ServiceConfig) -> Self {
+        Definition::Generic(config)
+    }
+}
+
+impl From<ProviderConfig> for Definition {
+    fn from(config: ProviderConfig) -> Self {
+        Definition::Provider(config)
+    }
+}
+
+impl Serialize for Definition {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //! Map: [`MockServer`] starts either in-process ([`server`]); [`config`] is a service's
 //! configuration and its validation; [`service`] is what happens to one request; [`limit`]
 //! holds the rate-limit algorithms; [`stats`] the counters; [`routes`] the simulator's HTTP
-//! surface; [`client`] a typed client; [`teraslice`] the cluster mock.
+//! surface; [`provider`] the OpenAI- and Anthropic-shaped services (their wire formats, token
+//! limits and rate-limit headers); [`client`] a typed client; [`teraslice`] the cluster mock.
 
 pub mod client;
 pub mod config;
 mod error;
 mod limit;
+pub mod provider;
 pub mod routes;
 pub mod server;
 pub mod service;
@@ -22,9 +24,12 @@ pub mod stats;
 pub mod teraslice;
 
 pub use client::MockClient;
-pub use config::{Algorithm, Budget, ConfigError, ErrorSimulation, Headers, RateLimit, ServiceConfig};
+pub use config::{
+    Algorithm, Budget, ConfigError, Definition, ErrorSimulation, Headers, RateLimit, ServiceConfig,
+};
 pub use error::Error;
+pub use provider::{Latency, Limits, Provider, ProviderConfig};
 pub use routes::{DEFAULT_SERVICE, Mode};
 pub use server::{MockServer, MockServerBuilder, ServerState};
-pub use stats::Stats;
+pub use stats::{LimitPeak, Stats, TokenStats};
 pub use teraslice::{Clock, ManualClock, TerasliceOptions};

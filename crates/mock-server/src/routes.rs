@@ -8,6 +8,8 @@
 //! | `GET /service/{name}/stats` | the service's stats | same, or 404 `service_not_found` |
 //! | `GET`/`POST /mock/{name…}` | 400 `invalid_params` | call the service |
 //! | `GET`/`POST /` | call the default service | 400 `invalid_params` |
+//! | `/mock/{name}/v1/…` | 400 `invalid_params` | an `openai` or `anthropic` service's routes |
+//! | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models` | the default service's provider routes | 404 `not_found` |
 //! | `GET /stats` | the default service's stats | every service's stats |
 //! | anything else | 404 `not_found` | same |
 
@@ -23,8 +25,10 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ServiceConfig};
+use crate::config::{ConfigError, Definition};
+use crate::provider::ProviderService;
 use crate::service::{Service, SharedService};
+use crate::stats::Stats;
 
 /// Whether one default service answers at `/`, or named services at `/mock/{name}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,16 +42,61 @@ pub enum Mode {
 /// The name of single mode's service.
 pub const DEFAULT_SERVICE: &str = "default";
 
+/// A running service of either kind.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Generic(SharedService),
+    Provider(Arc<ProviderService>),
+}
+
+impl Backend {
+    pub fn new(name: &str, definition: Definition) -> Self {
+        match definition {
+            Definition::Generic(config) => Backend::Generic(Arc::new(Service::new(name, config))),
+            Definition::Provider(config) => Backend::Provider(Arc::new(ProviderService::new(name, config))),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        match self {
+            Backend::Generic(service) => service.stats(),
+            Backend::Provider(service) => service.stats(),
+        }
+    }
+
+    pub fn arrivals(&self) -> Vec<std::time::Duration> {
+        match self {
+            Backend::Generic(service) => service.arrivals(),
+            Backend::Provider(service) => service.arrivals(),
+        }
+    }
+
+    pub fn definition(&self) -> Definition {
+        match self {
+            Backend::Generic(service) => Definition::Generic(service.config().clone()),
+            Backend::Provider(service) => Definition::Provider(service.config().clone()),
+        }
+    }
+
+    /// Answers `request`; `path` is what follows the service's name (`/v1/…`), if anything.
+    async fn call(&self, path: &str, request: Request) -> Response {
+        match self {
+            Backend::Generic(service) => service.call(request).await,
+            Backend::Provider(service) => service.call(path, request).await,
+        }
+    }
+}
+
 /// What the routes share.
 #[derive(Debug)]
 pub(crate) struct Simulator {
     pub mode: Mode,
-    pub services: RwLock<HashMap<String, SharedService>>,
+    pub services: RwLock<HashMap<String, Backend>>,
     pub shutdown: CancellationToken,
 }
 
 impl Simulator {
-    pub fn service(&self, name: &str) -> Option<SharedService> {
+    pub fn service(&self, name: &str) -> Option<Backend> {
         self.services
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -55,8 +104,25 @@ impl Simulator {
             .cloned()
     }
 
-    pub fn put(&self, name: &str, config: ServiceConfig) -> bool {
-        let service = Arc::new(Service::new(name, config));
+    /// The service `/mock/{path}` calls, and the rest of the path: a whole name, or a provider
+    /// service's name followed by its routes (names may contain slashes, so the longest wins).
+    fn resolve<'p>(&self, path: &'p str) -> Option<(Backend, &'p str)> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(service) = services.get(path) {
+            return Some((service.clone(), ""));
+        }
+        let mut end = path.len();
+        while let Some(at) = path[..end].rfind('/') {
+            if let Some(service @ Backend::Provider(_)) = services.get(&path[..at]) {
+                return Some((service.clone(), &path[at..]));
+            }
+            end = at;
+        }
+        None
+    }
+
+    pub fn put(&self, name: &str, definition: Definition) -> bool {
+        let service = Backend::new(name, definition);
         self.services
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -83,6 +149,12 @@ pub(crate) fn router(simulator: Arc<Simulator>) -> Router {
         .route("/mock/{*name}", get(call_named).post(call_named))
         .route("/", get(call_default).post(call_default))
         .route("/stats", get(stats))
+        .route("/v1/chat/completions", post(call_default_provider))
+        .route("/v1/completions", post(call_default_provider))
+        .route("/v1/embeddings", post(call_default_provider))
+        .route("/v1/messages", post(call_default_provider))
+        .route("/v1/messages/count_tokens", post(call_default_provider))
+        .route("/v1/models", get(call_default_provider))
         .with_state(simulator)
 }
 
@@ -126,7 +198,7 @@ async fn create(State(sim): State<Arc<Simulator>>, Path(name): Path<String>, bod
             });
         }
     };
-    let config = match ServiceConfig::from_json(&value) {
+    let config = match Definition::from_json(&value) {
         Ok(config) => config,
         Err(e) => return invalid(e),
     };
@@ -165,8 +237,8 @@ async fn call_named(
     if sim.mode == Mode::Single {
         return error(StatusCode::BAD_REQUEST, "invalid_params");
     }
-    match sim.service(&name) {
-        Some(service) => service.call(request).await,
+    match sim.resolve(&name) {
+        Some((service, rest)) => service.call(rest, request).await,
         None => error(StatusCode::NOT_FOUND, "service_not_found"),
     }
 }
@@ -176,8 +248,22 @@ async fn call_default(State(sim): State<Arc<Simulator>>, request: Request) -> Re
         return error(StatusCode::BAD_REQUEST, "invalid_params");
     }
     match sim.service(DEFAULT_SERVICE) {
-        Some(service) => service.call(request).await,
+        Some(service) => service.call("/", request).await,
         None => error(StatusCode::NOT_FOUND, "service_not_found"),
+    }
+}
+
+/// A provider route at the root: the single-mode service's, when it is a provider's.
+async fn call_default_provider(State(sim): State<Arc<Simulator>>, request: Request) -> Response {
+    if sim.mode == Mode::Multi {
+        return not_found().await;
+    }
+    match sim.service(DEFAULT_SERVICE) {
+        Some(Backend::Provider(service)) => {
+            let path = request.uri().path().to_owned();
+            service.call(&path, request).await
+        }
+        _ => not_found().await,
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServiceConfig;
+use crate::config::Definition;
 use crate::error::Error;
 use crate::routes::{self, DEFAULT_SERVICE, Mode, Simulator};
 use crate::stats::Stats;
@@ -34,7 +34,7 @@ use crate::teraslice::{self, TerasliceOptions};
 #[derive(Debug, Default)]
 pub struct MockServerBuilder {
     mode: Mode,
-    services: Vec<(String, ServiceConfig)>,
+    services: Vec<(String, Definition)>,
     teraslice: Option<TerasliceOptions>,
     simulator: bool,
 }
@@ -52,7 +52,7 @@ pub struct MockServer {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ServerState {
     pub mode: Mode,
-    pub services: BTreeMap<String, ServiceConfig>,
+    pub services: BTreeMap<String, Definition>,
 }
 
 impl MockServer {
@@ -66,16 +66,16 @@ impl MockServer {
 }
 
 impl MockServerBuilder {
-    /// Single mode: `config` answers at `/`.
-    pub fn single(mut self, config: ServiceConfig) -> Self {
+    /// Single mode: `config` answers at `/` (a provider's, at its routes `/v1/…`).
+    pub fn single(mut self, config: impl Into<Definition>) -> Self {
         self.mode = Mode::Single;
-        self.services = vec![(DEFAULT_SERVICE.to_owned(), config)];
+        self.services = vec![(DEFAULT_SERVICE.to_owned(), config.into())];
         self
     }
 
-    /// Adds (multi mode) a service answering at `/mock/{name}`.
-    pub fn service(mut self, name: impl Into<String>, config: ServiceConfig) -> Self {
-        self.services.push((name.into(), config));
+    /// Adds (multi mode) a service answering at `/mock/{name}` (a provider's at `/mock/{name}/v1/…`).
+    pub fn service(mut self, name: impl Into<String>, config: impl Into<Definition>) -> Self {
+        self.services.push((name.into(), config.into()));
         self
     }
 
@@ -103,10 +103,7 @@ impl MockServerBuilder {
         let mut services = HashMap::new();
         for (name, config) in self.services {
             config.validate()?;
-            services.insert(
-                name.clone(),
-                Arc::new(crate::service::Service::new(&name, config)),
-            );
+            services.insert(name.clone(), routes::Backend::new(&name, config));
         }
         let shutdown = CancellationToken::new();
         let simulator = Arc::new(Simulator {
@@ -177,13 +174,14 @@ impl MockServer {
             mode: self.simulator.mode,
             services: services
                 .iter()
-                .map(|(n, s)| (n.clone(), s.config().clone()))
+                .map(|(n, s)| (n.clone(), s.definition()))
                 .collect(),
         }
     }
 
     /// Creates or replaces a service (any mode: this is the host's own hand, not the API).
-    pub fn put_service(&self, name: &str, config: ServiceConfig) -> Result<(), Error> {
+    pub fn put_service(&self, name: &str, config: impl Into<Definition>) -> Result<(), Error> {
+        let config = config.into();
         config.validate()?;
         self.simulator.put(name, config);
         Ok(())

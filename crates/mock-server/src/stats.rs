@@ -30,11 +30,40 @@ pub struct Stats {
     pub limit: u64,
     /// Most budget spent in any budget window, when the service has a budget.
     pub max_spent_in_budget_window: Option<u64>,
+    /// Tokens and per-limit peaks, for an `openai` or `anthropic` service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenStats>,
+}
+
+/// What an LLM-shaped service accepted, in tokens, and the peak of each of its limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStats {
+    /// Prompt (input) tokens of the requests answered 200.
+    pub input: u64,
+    /// Completion (output) tokens of those answers.
+    pub output: u64,
+    /// One entry per configured limit, service-wide and per model.
+    pub limits: Vec<LimitPeak>,
+}
+
+/// The most a limit ever counted in one of its windows, beside the limit itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitPeak {
+    /// `service`, or the model's name for a per-model limit.
+    pub scope: String,
+    /// `requests`, `tokens`, `inputTokens` or `outputTokens`.
+    pub counts: String,
+    pub limit: u64,
+    pub window_ms: u64,
+    /// Most counted (requests, or tokens as that limit counts them) in any window.
+    pub max_in_window: u64,
 }
 
 /// A sliding log that remembers the largest sum it ever held within one window.
 #[derive(Debug)]
-struct PeakWindow {
+pub(crate) struct PeakWindow {
     window: Duration,
     log: VecDeque<(Instant, u64)>,
     sum: u64,
@@ -42,7 +71,7 @@ struct PeakWindow {
 }
 
 impl PeakWindow {
-    fn new(window: Duration) -> Self {
+    pub fn new(window: Duration) -> Self {
         PeakWindow {
             window,
             log: VecDeque::new(),
@@ -53,7 +82,7 @@ impl PeakWindow {
 
     /// Adds `amount` at `now`. The peak over all windows is reached by a window ending at some
     /// event, so checking at every event is exact.
-    fn add(&mut self, now: Instant, amount: u64) {
+    pub fn add(&mut self, now: Instant, amount: u64) {
         while let Some(&(at, n)) = self.log.front() {
             if at + self.window > now {
                 break;
@@ -64,6 +93,16 @@ impl PeakWindow {
         self.log.push_back((now, amount));
         self.sum += amount;
         self.peak = self.peak.max(self.sum);
+    }
+
+    /// The largest sum any window held.
+    pub fn peak(&self) -> u64 {
+        self.peak
+    }
+
+    /// The window's length in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -114,7 +153,7 @@ impl StatusCounts {
         }
     }
 
-    fn snapshot(&self) -> (u64, BTreeMap<String, u64>) {
+    pub fn snapshot(&self) -> (u64, BTreeMap<String, u64>) {
         let mut total = 0;
         let mut by_status = BTreeMap::new();
         for (status, counter) in self.0.iter().enumerate() {
@@ -168,6 +207,7 @@ impl Recorder {
             window_ms: u64::try_from(self.accepted.window.as_millis()).unwrap_or(u64::MAX),
             limit: self.limit,
             max_spent_in_budget_window: self.spent.as_ref().map(|s| s.peak),
+            tokens: None,
         }
     }
 }

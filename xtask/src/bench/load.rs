@@ -26,15 +26,23 @@ impl Load {
     }
 }
 
-/// Runs the load; every connection stops at `duration`.
-pub async fn run(
+/// `POST path` with a JSON `body`, as a request for [`run_request`].
+pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tem-bench\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Runs the load of a pre-built `request`; every connection stops at `duration`.
+pub async fn run_request(
     addr: SocketAddr,
-    path: &str,
+    request: Vec<u8>,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Load> {
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tem-bench\r\n\r\n").into_bytes();
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..connections)

@@ -1,6 +1,9 @@
 //! `cargo xtask bench mock`: requests/s of `tem mock-server` for a 0-latency service under a
 //! keep-alive load, and — given a checkout of the original TypeScript project — of the
-//! original's Bun mock server under the same load in the same run, with the ratio.
+//! original's Bun mock server under the same load in the same run, with the ratio. With
+//! `--kind openai|anthropic`, also chat completions (messages) per second of an LLM-shaped
+//! service with 0 latency and limits it never reaches, beside the generic figure of the same
+//! round, with the cost ratio (the provider path must stay within 2× the generic one).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,45 @@ pub struct Args {
     /// One JSON object per server per line.
     #[arg(long)]
     json: bool,
+    /// Also measure an LLM-shaped service of this kind beside the generic one.
+    #[arg(long, value_enum, default_value = "generic")]
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    Generic,
+    Openai,
+    Anthropic,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Generic => "generic",
+            Kind::Openai => "openai",
+            Kind::Anthropic => "anthropic",
+        }
+    }
+
+    /// The request the load repeats: a short chat with a 16-token answer.
+    fn request(self, addr: SocketAddr) -> Vec<u8> {
+        match self {
+            Kind::Generic => {
+                format!("GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tem-bench\r\n\r\n").into_bytes()
+            }
+            Kind::Openai => load::post_json(
+                addr,
+                "/v1/chat/completions",
+                r#"{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say something short."}]}"#,
+            ),
+            Kind::Anthropic => load::post_json(
+                addr,
+                "/v1/messages",
+                r#"{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"Say something short."}]}"#,
+            ),
+        }
+    }
 }
 
 /// One server's figures in one round.
@@ -53,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut tem_rounds = Vec::new();
     let mut bun_rounds = Vec::new();
+    let mut llm_rounds = Vec::new();
     for _ in 0..args.rounds.max(1) {
         let server = spawn_printing_url(Command::new(&tem).args([
             "mock-server",
@@ -69,11 +112,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--max-concurrency",
             "1000000",
         ]))?;
-        tem_rounds.push(measure(&server, &args).await?);
+        tem_rounds.push(measure(&server, &args, Kind::Generic).await?);
         server.stop().await;
+        if args.kind != Kind::Generic {
+            let mut command = Command::new(&tem);
+            command.args(["mock-server", "--kind", args.kind.name(), "--port", "0"]);
+            command.args([
+                "--first-token-ms",
+                "0,0",
+                "--per-token-ms",
+                "0,0",
+                "--rpm",
+                "1000000000",
+            ]);
+            match args.kind {
+                Kind::Anthropic => command.args(["--itpm", "1000000000000", "--otpm", "1000000000000"]),
+                _ => command.args(["--tpm", "1000000000000"]),
+            };
+            let server = spawn_printing_url(&mut command)?;
+            llm_rounds.push(measure(&server, &args, args.kind).await?);
+            server.stop().await;
+        }
         if let Some((bun, script)) = &bun_script {
             let server = spawn_printing_url(Command::new(bun).arg("run").arg(script))?;
-            bun_rounds.push(measure(&server, &args).await?);
+            bun_rounds.push(measure(&server, &args, Kind::Generic).await?);
             server.stop().await;
         }
     }
@@ -89,6 +151,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     let mut rows = vec![("tem", summary(&tem_rounds))];
+    let llm_name = format!("tem {}", args.kind.name());
+    if !llm_rounds.is_empty() {
+        rows.push((llm_name.as_str(), summary(&llm_rounds)));
+    }
+    // The provider path's cost against the generic one's, pair by pair.
+    let llm_ratio = (!llm_rounds.is_empty()).then(|| {
+        (
+            median(
+                tem_rounds
+                    .iter()
+                    .zip(&llm_rounds)
+                    .map(|(t, l)| t.per_second / l.per_second)
+                    .collect(),
+            ),
+            median(
+                tem_rounds
+                    .iter()
+                    .zip(&llm_rounds)
+                    .map(|(t, l)| l.cpu_us / t.cpu_us)
+                    .collect(),
+            ),
+        )
+    });
     if !bun_rounds.is_empty() {
         rows.push(("bun-original", summary(&bun_rounds)));
     }
@@ -117,7 +202,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
-                    "bench": "mock", "case": "zero_latency", "server": server,
+                    "bench": "mock", "case": if server.contains(' ') { "zero_latency_llm" } else { "zero_latency" },
+                    "server": server,
                     "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
                     "requests_per_sec": rate.round(), "cpu_us_per_request": (cpu * 100.0).round() / 100.0,
                     "p99_us": p99, "non_2xx": errors,
@@ -136,6 +222,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         for (server, (rate, cpu, p99, errors)) in &rows {
             println!("{server:<14} {rate:>12.0} {cpu:>14.2} {p99:>9} {errors:>8}");
+        }
+        if let Some((slower, costlier)) = llm_ratio {
+            println!(
+                "{llm_name} vs tem generic: {slower:.2}× fewer requests/s, {costlier:.2}× the CPU per request \
+                 (medians of paired rounds; the bound is 2×)"
+            );
         }
         if let (Some(ratio), Some(cpu_ratio)) = (ratio, cpu_ratio) {
             println!(
@@ -174,12 +266,19 @@ fn bun_script(original: &Path) -> anyhow::Result<PathBuf> {
     Ok(script)
 }
 
-async fn measure(server: &Server, args: &Args) -> anyhow::Result<Round> {
-    load::run(server.addr, "/", args.connections, Duration::from_secs(1)).await?;
-    let cpu_before = cpu_seconds(server.child.id());
-    let load = load::run(
+async fn measure(server: &Server, args: &Args, kind: Kind) -> anyhow::Result<Round> {
+    let request = kind.request(server.addr);
+    load::run_request(
         server.addr,
-        "/",
+        request.clone(),
+        args.connections,
+        Duration::from_secs(1),
+    )
+    .await?;
+    let cpu_before = cpu_seconds(server.child.id());
+    let load = load::run_request(
+        server.addr,
+        request,
         args.connections,
         Duration::from_secs(args.seconds),
     )

@@ -36,8 +36,8 @@ impl SlidingWindow {
         }
     }
 
-    /// How long until `cost` more would fit.
-    fn wait_for(&self, now: Instant, cost: u64) -> Duration {
+    /// How long until `cost` more would fit (call after [`SlidingWindow::peek`] at `now`).
+    pub fn wait_for(&self, now: Instant, cost: u64) -> Duration {
         let mut sum = self.sum;
         for &(at, spent) in &self.log {
             if sum + cost <= self.limit {
@@ -52,6 +52,36 @@ impl SlidingWindow {
     }
 }
 
+impl SlidingWindow {
+    /// What is left at `now` and until the window is whole again, taking nothing.
+    pub fn peek(&mut self, now: Instant) -> Decision {
+        self.evict(now);
+        Decision {
+            allowed: true,
+            remaining: self.limit.saturating_sub(self.sum),
+            reset: self.until_whole(now),
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    /// The configured limit per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// What was taken in the window ending at the latest [`SlidingWindow::peek`].
+    pub fn used(&self) -> u64 {
+        self.sum
+    }
+
+    /// Until the newest entry leaves the window, when the whole limit is free again.
+    fn until_whole(&self, now: Instant) -> Duration {
+        self.log.back().map_or(Duration::ZERO, |&(at, _)| {
+            (at + self.window).saturating_duration_since(now)
+        })
+    }
+}
+
 impl Limiter for SlidingWindow {
     fn try_acquire(&mut self, now: Instant, cost: u64) -> Decision {
         self.evict(now);
@@ -60,9 +90,7 @@ impl Limiter for SlidingWindow {
             self.log.push_back((now, cost));
             self.sum += cost;
         }
-        let reset = self.log.back().map_or(Duration::ZERO, |&(at, _)| {
-            (at + self.window).saturating_duration_since(now)
-        });
+        let reset = self.until_whole(now);
         Decision {
             allowed,
             remaining: self.limit.saturating_sub(self.sum),
