@@ -125,6 +125,12 @@ pub enum Error {
     /// Recovery had to change the store and could not.
     #[error("recovering the store: {0}")]
     Recovery(#[from] StreamError),
+    /// Another process serves the data directory (it holds the directory's lock).
+    #[error("data directory {path} is in use by another server ({})", match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "its pid is not known yet".to_owned(),
+    })]
+    Locked { path: String, pid: Option<u32> },
     /// The data directory holds something this server cannot read.
     #[error("data directory {path}: {message}")]
     DataDir { path: String, message: String },

@@ -57,6 +57,7 @@ pub struct StreamServer {
     faults: Faults,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
 }
 
 impl StreamServer {
@@ -158,7 +159,7 @@ impl StreamServerBuilder {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         });
-        spawn_sweeper(store.clone(), shutdown.clone());
+        let sweeper = spawn_sweeper(store.clone(), shutdown.clone());
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -172,11 +173,12 @@ impl StreamServerBuilder {
             faults,
             shutdown,
             task,
+            sweeper,
         })
     }
 }
 
-fn spawn_sweeper(store: Arc<Store>, shutdown: CancellationToken) {
+fn spawn_sweeper(store: Arc<Store>, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -190,7 +192,7 @@ fn spawn_sweeper(store: Arc<Store>, shutdown: CancellationToken) {
                 }
             }
         }
-    });
+    })
 }
 
 impl StreamServer {
@@ -233,9 +235,17 @@ impl StreamServer {
         self.shutdown.clone()
     }
 
-    /// Waits until the server stops (after [`StreamServer::shutdown_token`] is cancelled).
+    /// Waits until the server stops (after [`StreamServer::shutdown_token`] is cancelled). Once
+    /// it returns, the store is closed — a data directory's lock is free for the next server —
+    /// unless the embedding program still holds [`StreamServer::store`].
     pub async fn wait(self) -> Result<(), Error> {
-        match self.task.await {
+        let served = self.task.await;
+        // A server that failed on its own still stops its sweeper.
+        self.shutdown.cancel();
+        if self.sweeper.await.is_err() {
+            tracing::warn!("the sweeper task ended abnormally");
+        }
+        match served {
             Ok(result) => Ok(result?),
             Err(join) => Err(Error::Io(std::io::Error::other(join))),
         }

@@ -82,13 +82,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.registry(REGISTRY_PATH);
     }
     let address = format!("{}:{}", args.host, args.port);
-    let server = builder
-        .bind(&address)
-        .await
-        .with_context(|| match &args.data_dir {
-            Some(dir) => format!("could not start on {address} with --data-dir {}", dir.display()),
-            None => format!("could not listen on {address} (is the port taken? try --port 0)"),
-        })?;
+    let server = match builder.bind(&address).await {
+        Err(streams_server::Error::Locked { pid, .. }) => {
+            let holder = pid.map_or_else(
+                || "a process whose pid is not known yet".to_owned(),
+                |pid| format!("pid {pid}"),
+            );
+            let dir = args
+                .data_dir
+                .as_deref()
+                .unwrap_or_else(|| std::path::Path::new("?"));
+            crate::usage!(
+                "--data-dir {} is in use by another tem streams serve ({holder}); stop that one, or pass another --data-dir",
+                dir.display()
+            );
+        }
+        result => result,
+    };
+    let server = server.with_context(|| match &args.data_dir {
+        Some(dir) => format!("could not start on {address} with --data-dir {}", dir.display()),
+        None => format!("could not listen on {address} (is the port taken? try --port 0)"),
+    })?;
     say!("streams server listening on {}", server.url());
     match &args.data_dir {
         Some(dir) => say!(

@@ -7,6 +7,7 @@
 //! recovery removes it. A torn last record is cut by [`segment::Segment::recover`].
 
 pub mod group_sync;
+pub mod lock;
 pub mod meta;
 pub mod preallocate;
 pub mod segment;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::store::write_records;
 use crate::stream::{Replayed, Stream};
+use lock::DirLock;
 use meta::{Meta, MetaRow};
 use segment::{Record, Segment};
 
@@ -34,6 +36,8 @@ pub struct Recovered {
 pub struct FileStore {
     segments: PathBuf,
     meta: Meta,
+    /// Held for as long as the store is open: no other server writes this directory.
+    _lock: DirLock,
 }
 
 impl FileStore {
@@ -44,8 +48,13 @@ impl FileStore {
             path: dir.display().to_string(),
             message: format!("cannot create it: {error}"),
         })?;
+        let lock = DirLock::acquire(dir)?;
         let meta = Meta::open(dir).await?;
-        let store = FileStore { segments, meta };
+        let store = FileStore {
+            segments,
+            meta,
+            _lock: lock,
+        };
         let mut recovered = Vec::new();
         let mut known = HashSet::new();
         for row in store.meta.rows().await? {
