@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::cursor::CursorOptions;
 use crate::error::Error;
 use crate::faults::{self, Fault, Faults};
@@ -47,6 +48,7 @@ pub struct StreamServerBuilder {
     hooks: Vec<LifecycleHook>,
     registry: Option<String>,
     test_endpoints: bool,
+    clock: Clock,
 }
 
 /// A running streams server.
@@ -117,6 +119,12 @@ impl StreamServerBuilder {
         self
     }
 
+    /// Judges stream lifetimes by `clock` (the system clock unless a test moves one by hand).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Serves `POST|DELETE /_test/inject-error` (never enable this in production).
     pub fn test_endpoints(mut self, enabled: bool) -> Self {
         self.test_endpoints = enabled;
@@ -132,8 +140,8 @@ impl StreamServerBuilder {
     /// Opens the store (recovering a data directory) and starts serving on `listener`.
     pub async fn serve(self, listener: TcpListener) -> Result<StreamServer, Error> {
         let store = Arc::new(match &self.data_dir {
-            Some(dir) => Store::open_dir(dir, self.hooks, self.registry).await?,
-            None => Store::in_memory(self.hooks, self.registry),
+            Some(dir) => Store::open_dir(dir, self.hooks, self.registry, self.clock).await?,
+            None => Store::in_memory(self.hooks, self.registry, self.clock),
         });
         let shutdown = CancellationToken::new();
         let faults = Faults::default();

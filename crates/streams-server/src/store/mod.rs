@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::clock::Clock;
 use crate::content_type::{self, Kind};
 use crate::error::{Error, StreamError};
 use crate::fork::{self, ForkRequest};
@@ -21,7 +22,7 @@ use crate::json;
 use crate::store::file::FileStore;
 use crate::store::file::segment::{Record, Segment};
 use crate::stream::{Body, ForkOf, Replayed, Stream, StreamConfig};
-use crate::ttl::{Lifetime, now_ms};
+use crate::ttl::Lifetime;
 
 /// A create (PUT) as the HTTP layer hands it over.
 #[derive(Debug, Default)]
@@ -52,6 +53,7 @@ pub struct Store {
     registry: Option<String>,
     /// Last access time written to the metadata database, per stream id.
     persisted_access: Mutex<HashMap<u64, u64>>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Store {
@@ -65,8 +67,8 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// A store that keeps everything in memory.
-    pub fn in_memory(hooks: Vec<LifecycleHook>, registry: Option<String>) -> Store {
-        Store::with_files(None, hooks, registry)
+    pub fn in_memory(hooks: Vec<LifecycleHook>, registry: Option<String>, clock: Clock) -> Store {
+        Store::with_files(None, hooks, registry, clock)
     }
 
     /// Opens (creating if needed) the store in `dir`, recovering what a crash left.
@@ -74,9 +76,10 @@ impl Store {
         dir: &Path,
         hooks: Vec<LifecycleHook>,
         registry: Option<String>,
+        clock: Clock,
     ) -> Result<Store, Error> {
         let (files, recovered) = FileStore::open(dir).await?;
-        let store = Store::with_files(Some(files), hooks, registry);
+        let store = Store::with_files(Some(files), hooks, registry, clock);
         let mut by_id: HashMap<u64, Arc<Stream>> = HashMap::new();
         let mut max_id = 0;
         for found in recovered {
@@ -147,7 +150,12 @@ impl Store {
         Ok(store)
     }
 
-    fn with_files(files: Option<FileStore>, hooks: Vec<LifecycleHook>, registry: Option<String>) -> Store {
+    fn with_files(
+        files: Option<FileStore>,
+        hooks: Vec<LifecycleHook>,
+        registry: Option<String>,
+        clock: Clock,
+    ) -> Store {
         Store {
             streams: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -156,7 +164,13 @@ impl Store {
             hooks,
             registry,
             persisted_access: Mutex::new(HashMap::new()),
+            clock,
         }
+    }
+
+    /// Now, in Unix milliseconds, by the store's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -175,7 +189,7 @@ impl Store {
     /// The live stream at `path`: 404 if missing or expired, 410 if soft-deleted.
     pub async fn lookup(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
-        if stream.expired(now_ms()) {
+        if stream.expired(self.now_ms()) {
             let _lifecycle = self.lifecycle.lock().await;
             return self.live_locked(path).await;
         }
@@ -186,7 +200,7 @@ impl Store {
     /// its time is up.
     async fn live_locked(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
-        if stream.expired(now_ms()) {
+        if stream.expired(self.now_ms()) {
             self.expire_locked(&stream).await?;
         }
         self.checked(stream)
@@ -220,7 +234,7 @@ impl Store {
     }
 
     async fn create_locked(&self, path: &str, request: CreateRequest) -> Result<Created, StreamError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let existing = self.read_map().get(path).cloned();
         if let Some(existing) = existing {
             if existing.expired(now) {
@@ -379,7 +393,7 @@ impl Store {
 
     /// Expires a stream whose lifetime ran out (the lifecycle lock is held).
     async fn expire_locked(&self, stream: &Arc<Stream>) -> Result<(), StreamError> {
-        if !self.holds(stream) || stream.is_soft_deleted() || !stream.expired(now_ms()) {
+        if !self.holds(stream) || stream.is_soft_deleted() || !stream.expired(self.now_ms()) {
             return Ok(());
         }
         tracing::debug!(path = %stream.path, "stream expired");
@@ -436,7 +450,7 @@ impl Store {
     /// Drops expired streams and writes changed access times of TTL streams to the metadata
     /// database (so a restart does not expire a stream that readers kept alive).
     pub async fn sweep(&self) {
-        let now = now_ms();
+        let now = self.now_ms();
         let streams: Vec<Arc<Stream>> = self.read_map().values().cloned().collect();
         let expired: Vec<_> = streams
             .iter()
@@ -480,7 +494,7 @@ impl Store {
             kind,
             path: stream.path.clone(),
             content_type: stream.config.content_type.clone(),
-            timestamp: now_ms(),
+            timestamp: self.now_ms(),
         };
         for hook in &self.hooks {
             hook(&event);
@@ -510,7 +524,7 @@ impl Store {
             body,
             ..Default::default()
         };
-        stream.append(request, now_ms()).await.map(|_| ())
+        stream.append(request, self.now_ms()).await.map(|_| ())
     }
 }
 

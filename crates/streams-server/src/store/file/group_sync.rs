@@ -283,15 +283,21 @@ mod tests {
     use super::*;
     use crate::store::file::segment::{Record, Segment};
 
-    /// A bare segment as the sync loop sees it; its published marks are counted.
+    /// A bare segment as the sync loop sees it; its published marks are counted. With a gate,
+    /// the first pass waits for the test's signal before it takes anything.
     struct Source {
         segment: Mutex<Segment>,
         published: AtomicU64,
+        gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     }
 
     impl Pending for Source {
         type Mark = u64;
         fn take(&self) -> Option<(Flush, u64, u64)> {
+            let gate = self.gate.lock().expect("gate").take();
+            if let Some(gate) = gate {
+                gate.recv().expect("the test opens the gate");
+            }
             let mut segment = self.segment.lock().expect("segment");
             let written = segment.written();
             Some((segment.take_pending(), written, written))
@@ -305,6 +311,7 @@ mod tests {
         Arc::new(Source {
             segment: Mutex::new(Segment::create(&dir.join("s.seg")).expect("create")),
             published: AtomicU64::new(0),
+            gate: Mutex::new(None),
         })
     }
 
@@ -339,8 +346,40 @@ mod tests {
         assert!((1..=64).contains(&group.syncs()), "{} syncs", group.syncs());
     }
 
+    #[tokio::test]
+    async fn appends_that_arrive_during_a_sync_share_the_next_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (group, source) = (Arc::new(GroupSync::new(0)), source(dir.path()));
+        let (open, gate) = std::sync::mpsc::channel();
+        *source.gate.lock().expect("gate") = Some(gate);
+        // On this current-thread runtime the loop runs on the blocking pool, where its first
+        // pass waits at the gate while every append is written and queued behind it.
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (group, source) = (group.clone(), source.clone());
+                tokio::spawn(async move {
+                    let pos = append(&source, i);
+                    group.sync_to(pos, &source).await
+                })
+            })
+            .collect();
+        let mut turns = 0;
+        while group.lock().waiting.len() < 64 {
+            turns += 1;
+            assert!(turns < 100_000, "the appends never all queued");
+            tokio::task::yield_now().await;
+        }
+        open.send(()).expect("open the gate");
+        for task in tasks {
+            task.await.expect("join").expect("durable");
+        }
+        assert_eq!(group.syncs(), 1, "64 queued appends share one sync");
+        let written = source.segment.lock().expect("segment").written();
+        assert_eq!(group.lock().durable, written);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_all_return_durable_and_share_syncs() {
+    async fn concurrent_appends_all_return_durable_and_the_loop_stops() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (group, source) = (Arc::new(GroupSync::new(0)), source(dir.path()));
         concurrent_appends(group.clone(), source).await;
