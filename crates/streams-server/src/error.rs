@@ -37,6 +37,9 @@ pub enum StreamError {
     /// 500: the store failed; the request had no effect that will be acknowledged.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// 507: the disk under the data directory is full; nothing of the request was stored.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
 }
 
 impl StreamError {
@@ -68,6 +71,7 @@ impl StreamError {
             StreamError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             StreamError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StreamError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StreamError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -107,6 +111,20 @@ impl IntoResponse for StreamError {
             _ => {}
         }
         response
+    }
+}
+
+impl Error {
+    /// Whether the disk under the store is full (the metadata database's `SQLITE_FULL`).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io(error) => matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            Error::Metadata(sqlx::Error::Database(database)) => database.code().as_deref() == Some("13"),
+            _ => false,
+        }
     }
 }
 

@@ -376,3 +376,85 @@ async fn concurrent_appends_share_fsyncs_and_all_land() {
     assert_eq!(numbers, (0..256).collect::<Vec<_>>());
     server.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn damage_before_the_tail_or_a_missing_segment_makes_only_that_stream_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = Client::new();
+    {
+        let server = start(dir.path()).await;
+        let base = format!("{}/v1/stream", server.url());
+        // ids 1, 2, 3, 4 in creation order: segments/000…0N.seg.
+        assert_eq!(
+            put(&http, &format!("{base}/damaged"), "text/plain", "first")
+                .await
+                .status(),
+            201
+        );
+        for more in ["+second", "+third"] {
+            let appended = post(&http, &format!("{base}/damaged"), "text/plain", more, &[]).await;
+            assert_eq!(appended.status(), 204);
+        }
+        assert_eq!(
+            put(&http, &format!("{base}/missing"), "text/plain", "gone")
+                .await
+                .status(),
+            201
+        );
+        let fork = http
+            .put(format!("{base}/fork-of-damaged"))
+            .header("stream-forked-from", "/v1/stream/damaged")
+            .send()
+            .await
+            .expect("fork");
+        assert_eq!(fork.status(), 201);
+        assert_eq!(
+            put(&http, &format!("{base}/healthy"), "text/plain", "fine")
+                .await
+                .status(),
+            201
+        );
+        server.stop().await.expect("stop");
+    }
+    let segment = |id: u64| dir.path().join("segments").join(format!("{id:016x}.seg"));
+    // One bit of the first record's data flips: acknowledged records follow it.
+    let mut bytes = std::fs::read(segment(1)).expect("read");
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"first")
+        .expect("the first record's data");
+    bytes[at] ^= 1;
+    std::fs::write(segment(1), &bytes).expect("damage");
+    std::fs::remove_file(segment(2)).expect("lose a segment");
+
+    for _restart in 0..2 {
+        let server = start(dir.path()).await;
+        let base = format!("{}/v1/stream", server.url());
+        for (name, why) in [
+            ("damaged", "damaged"),
+            ("missing", "missing"),
+            ("fork-of-damaged", "unavailable"),
+        ] {
+            let url = format!("{base}/{name}");
+            let response = http.get(format!("{url}?offset=-1")).send().await.expect("GET");
+            assert_eq!(response.status(), 500, "{name}");
+            let body: serde_json::Value = response.json().await.expect("a JSON error");
+            let error = body["error"].as_str().expect("error text");
+            assert!(error.contains(why) && error.contains(name), "{name}: {error}");
+            let recreate = put(&http, &url, "text/plain", "over it").await;
+            assert_eq!(recreate.status(), 500, "{name} is not replaced by a new stream");
+            let append = post(&http, &url, "text/plain", "more", &[]).await;
+            assert_eq!(append.status(), 500, "{name}");
+        }
+        assert_eq!(
+            read(&http, &format!("{base}/healthy")).await,
+            (200, "fine".into())
+        );
+        let created = put(&http, &format!("{base}/new"), "text/plain", "new").await;
+        assert!([200, 201].contains(&created.status().as_u16()));
+        server.stop().await.expect("stop");
+        // Nothing was cut or removed: the damage is left for an operator, twice over.
+        assert_eq!(std::fs::read(segment(1)).expect("kept"), bytes);
+        assert!(segment(3).exists(), "the fork's segment is kept");
+    }
+}

@@ -19,9 +19,10 @@ use crate::error::{Error, StreamError};
 use crate::fork::{self, ForkRequest};
 use crate::hooks::{LifecycleEvent, LifecycleHook, LifecycleKind};
 use crate::json;
-use crate::store::file::FileStore;
+use crate::store::file::disk::{Disk, RealDisk};
 use crate::store::file::segment::{Record, Segment};
-use crate::stream::{Body, ForkOf, Replayed, Stream, StreamConfig};
+use crate::store::file::{FileStore, Found};
+use crate::stream::{Body, ForkOf, Replayed, Stream, StreamConfig, storage_error};
 use crate::ttl::Lifetime;
 
 /// A create (PUT) as the HTTP layer hands it over.
@@ -54,6 +55,8 @@ pub struct Store {
     /// Last access time written to the metadata database, per stream id.
     persisted_access: Mutex<HashMap<u64, u64>>,
     clock: Clock,
+    /// Streams found on disk that cannot be opened without losing data, by path: why.
+    unavailable: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,11 +81,32 @@ impl Store {
         registry: Option<String>,
         clock: Clock,
     ) -> Result<Store, Error> {
-        let (files, recovered) = FileStore::open(dir).await?;
-        let store = Store::with_files(Some(files), hooks, registry, clock);
+        Store::open_dir_on(Arc::new(RealDisk), dir, hooks, registry, clock).await
+    }
+
+    /// [`Store::open_dir`] with segment files on `disk`.
+    pub(crate) async fn open_dir_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        hooks: Vec<LifecycleHook>,
+        registry: Option<String>,
+        clock: Clock,
+    ) -> Result<Store, Error> {
+        let (files, found) = FileStore::open_on(disk, dir).await?;
+        let mut store = Store::with_files(Some(files), hooks, registry, clock);
         let mut by_id: HashMap<u64, Arc<Stream>> = HashMap::new();
+        let mut unavailable_ids = HashMap::new();
         let mut max_id = 0;
-        for found in recovered {
+        for found in found {
+            let found = match found {
+                Found::Recovered(recovered) => *recovered,
+                Found::Unavailable(row, reason) => {
+                    max_id = max_id.max(row.id);
+                    unavailable_ids.insert(row.id, row.path.clone());
+                    store.unavailable.insert(row.path, reason);
+                    continue;
+                }
+            };
             let row = found.row;
             max_id = max_id.max(row.id);
             let fork = match row.fork_source {
@@ -92,6 +116,16 @@ impl Store {
                         at: row.fork_at,
                         sub_offset: row.fork_sub_offset,
                     }),
+                    None if unavailable_ids.contains_key(&source_id) => {
+                        let reason = format!(
+                            "it is a fork of {}, which is unavailable",
+                            unavailable_ids[&source_id]
+                        );
+                        tracing::error!(stream = %row.path, %reason, "stream unavailable");
+                        unavailable_ids.insert(row.id, row.path.clone());
+                        store.unavailable.insert(row.path, reason);
+                        continue;
+                    }
                     None => {
                         tracing::warn!(path = %row.path, "dropping a fork whose source is gone");
                         if let Some(files) = &store.files {
@@ -165,6 +199,17 @@ impl Store {
             registry,
             persisted_access: Mutex::new(HashMap::new()),
             clock,
+            unavailable: HashMap::new(),
+        }
+    }
+
+    /// A 500 naming why the stream at `path` could not be opened, if it could not.
+    fn refuse_unavailable(&self, path: &str) -> Result<(), StreamError> {
+        match self.unavailable.get(path) {
+            Some(reason) => Err(StreamError::Storage(format!(
+                "stream {path} is unavailable: {reason}"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -188,6 +233,7 @@ impl Store {
 
     /// The live stream at `path`: 404 if missing or expired, 410 if soft-deleted.
     pub async fn lookup(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
+        self.refuse_unavailable(path)?;
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
         if stream.expired(self.now_ms()) {
             let _lifecycle = self.lifecycle.lock().await;
@@ -199,6 +245,7 @@ impl Store {
     /// [`Store::lookup`] for a caller that holds the lifecycle lock: expires the stream first if
     /// its time is up.
     async fn live_locked(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
+        self.refuse_unavailable(path)?;
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
         if stream.expired(self.now_ms()) {
             self.expire_locked(&stream).await?;
@@ -234,6 +281,7 @@ impl Store {
     }
 
     async fn create_locked(&self, path: &str, request: CreateRequest) -> Result<Created, StreamError> {
+        self.refuse_unavailable(path)?;
         let now = self.now_ms();
         let existing = self.read_map().get(path).cloned();
         if let Some(existing) = existing {
@@ -304,7 +352,7 @@ impl Store {
             Some(files) => {
                 let segment = files
                     .create_segment(id, &records)
-                    .map_err(|error| StreamError::Storage(format!("creating {path}: {error}")))?;
+                    .map_err(|error| storage_error(path, "creating", &error))?;
                 Body::File(segment)
             }
         };
@@ -313,11 +361,16 @@ impl Store {
             replayed.apply(record);
         }
         let stream = Arc::new(Stream::open(id, path.to_owned(), config, body, replayed, now));
-        if let Some(files) = &self.files {
-            files
-                .insert(&stream)
-                .await
-                .map_err(|error| StreamError::Storage(format!("recording {path}: {error}")))?;
+        if let Some(files) = &self.files
+            && let Err(error) = files.insert(&stream).await
+        {
+            files.discard_segment(id);
+            let message = format!("recording {path}: {error}");
+            return Err(if error.is_disk_full() {
+                StreamError::InsufficientStorage(message)
+            } else {
+                StreamError::Storage(message)
+            });
         }
         if let Some(fork) = &stream.config.fork {
             fork.source.count_fork(true);
