@@ -39,7 +39,9 @@ Try it:
   curl -N 'http://127.0.0.1:4437/v1/stream/hello?offset=-1&live=sse'
 
 With --data-dir an append is answered only once it is on disk (fdatasync, shared by concurrent
-appends); after a crash the server restarts with every acknowledged append intact.")]
+appends); after a crash the server restarts with every acknowledged append intact. One server
+per directory: a second one on the same --data-dir exits with status 2, naming the first one's
+pid. A full disk answers 507 until space is freed; the server need not be restarted.")]
 struct ServeArgs {
     /// Address to bind; the default keeps the server private to this machine.
     #[arg(long, default_value = "127.0.0.1")]

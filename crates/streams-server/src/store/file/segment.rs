@@ -429,7 +429,7 @@ impl ReadPlan {
 /// Where, after a bad record at `bad`, a whole record shows the bad bytes had been synced: its
 /// `handed` lies beyond them. Records without `handed` (written before it existed) prove it too.
 fn proof_of_damage(bytes: &[u8], bad: usize) -> Option<u64> {
-    (bad + 1..bytes.len().saturating_sub(PREFIX + FIXED)).find_map(|at| {
+    (bad + 1..=bytes.len().saturating_sub(PREFIX + FIXED)).find_map(|at| {
         let decoded = Record::decode(&bytes[at..])?;
         decoded
             .handed
