@@ -37,6 +37,9 @@ pub enum StreamError {
     /// 500: the store failed; the request had no effect that will be acknowledged.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// 507: the disk under the data directory is full; nothing of the request was stored.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
 }
 
 impl StreamError {
@@ -68,6 +71,7 @@ impl StreamError {
             StreamError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             StreamError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StreamError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StreamError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -110,6 +114,20 @@ impl IntoResponse for StreamError {
     }
 }
 
+impl Error {
+    /// Whether the disk under the store is full (the metadata database's `SQLITE_FULL`).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io(error) => matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            Error::Metadata(sqlx::Error::Database(database)) => database.code().as_deref() == Some("13"),
+            _ => false,
+        }
+    }
+}
+
 /// What can stop the server or its store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -125,6 +143,12 @@ pub enum Error {
     /// Recovery had to change the store and could not.
     #[error("recovering the store: {0}")]
     Recovery(#[from] StreamError),
+    /// Another process serves the data directory (it holds the directory's lock).
+    #[error("data directory {path} is in use by another server ({})", match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "its pid is not known yet".to_owned(),
+    })]
+    Locked { path: String, pid: Option<u32> },
     /// The data directory holds something this server cannot read.
     #[error("data directory {path}: {message}")]
     DataDir { path: String, message: String },

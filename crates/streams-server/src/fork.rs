@@ -100,6 +100,14 @@ pub fn resolve(source: &Stream, request: &ForkRequest) -> Result<ForkPoint, Stre
             "Stream-Fork-Offset is past the source's tail",
         ));
     }
+    // JSON forks inherit whole messages only: an offset inside one would cut it in two.
+    let on_boundary = at == 0 || at == tail || source.first_boundary_after(at - 1) == Some(at);
+    if source.config.kind == Kind::Json && !on_boundary {
+        return Err(StreamError::bad_request(
+            headers::STREAM_FORK_OFFSET,
+            "Stream-Fork-Offset lies inside a JSON message; fork at an offset the source handed out",
+        ));
+    }
     let past_tail = || {
         StreamError::bad_request(
             headers::STREAM_FORK_SUB_OFFSET,

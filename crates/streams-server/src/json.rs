@@ -82,6 +82,8 @@ mod tests {
         assert_eq!(texts("[[1,2],[3]]"), ["[1,2],", "[3],"]);
         assert_eq!(texts("[[[1]]]"), ["[[1]],"]);
         assert_eq!(texts(r#" { "a" : "x y\"z" } "#), [r#"{"a":"x y\"z"},"#]);
+        // An escaped backslash ends the escape: the quote after it closes the string.
+        assert_eq!(texts(r#"["a\\" , " b "]"#), [r#""a\\","#, r#"" b ","#]);
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! Map: [`StreamServer`] starts a server ([`server`]). [`http`] maps methods to the store and
 //! builds responses; [`live`] holds long-poll and SSE. [`store`] holds every stream by path and
 //! the lifecycle (create, fork, delete, expire); [`stream`] one stream — checks, writes, reads,
-//! the tail readers wait on; [`store::file`] the segment files, group commit and recovery.
+//! the tail readers wait on; [`store::file`] the segment files (behind a disk seam), group commit, undoing failed writes
+//! and recovery.
 //! Protocol pieces: [`offset`], [`content_type`], [`json`], [`producer`], [`fork`], [`ttl`],
-//! [`cursor`], [`headers`]. Test support: [`faults`]; embedding: [`hooks`].
+//! [`cursor`], [`headers`]; [`clock`] the time lifetimes are judged by. Test support: [`faults`]; embedding: [`hooks`].
 
+pub mod clock;
 pub mod content_type;
 pub mod cursor;
 mod error;
@@ -30,6 +32,7 @@ pub mod store;
 pub mod stream;
 pub mod ttl;
 
+pub use clock::Clock;
 pub use cursor::CursorOptions;
 pub use error::{Error, StreamError};
 pub use faults::Fault;

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::cursor::CursorOptions;
 use crate::error::Error;
 use crate::faults::{self, Fault, Faults};
@@ -47,6 +48,7 @@ pub struct StreamServerBuilder {
     hooks: Vec<LifecycleHook>,
     registry: Option<String>,
     test_endpoints: bool,
+    clock: Clock,
 }
 
 /// A running streams server.
@@ -57,6 +59,7 @@ pub struct StreamServer {
     faults: Faults,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
 }
 
 impl StreamServer {
@@ -116,6 +119,12 @@ impl StreamServerBuilder {
         self
     }
 
+    /// Judges stream lifetimes by `clock` (the system clock unless a test moves one by hand).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Serves `POST|DELETE /_test/inject-error` (never enable this in production).
     pub fn test_endpoints(mut self, enabled: bool) -> Self {
         self.test_endpoints = enabled;
@@ -131,8 +140,8 @@ impl StreamServerBuilder {
     /// Opens the store (recovering a data directory) and starts serving on `listener`.
     pub async fn serve(self, listener: TcpListener) -> Result<StreamServer, Error> {
         let store = Arc::new(match &self.data_dir {
-            Some(dir) => Store::open_dir(dir, self.hooks, self.registry).await?,
-            None => Store::in_memory(self.hooks, self.registry),
+            Some(dir) => Store::open_dir(dir, self.hooks, self.registry, self.clock).await?,
+            None => Store::in_memory(self.hooks, self.registry, self.clock),
         });
         let shutdown = CancellationToken::new();
         let faults = Faults::default();
@@ -158,7 +167,7 @@ impl StreamServerBuilder {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         });
-        spawn_sweeper(store.clone(), shutdown.clone());
+        let sweeper = spawn_sweeper(store.clone(), shutdown.clone());
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -172,11 +181,12 @@ impl StreamServerBuilder {
             faults,
             shutdown,
             task,
+            sweeper,
         })
     }
 }
 
-fn spawn_sweeper(store: Arc<Store>, shutdown: CancellationToken) {
+fn spawn_sweeper(store: Arc<Store>, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -190,7 +200,7 @@ fn spawn_sweeper(store: Arc<Store>, shutdown: CancellationToken) {
                 }
             }
         }
-    });
+    })
 }
 
 impl StreamServer {
@@ -233,9 +243,17 @@ impl StreamServer {
         self.shutdown.clone()
     }
 
-    /// Waits until the server stops (after [`StreamServer::shutdown_token`] is cancelled).
+    /// Waits until the server stops (after [`StreamServer::shutdown_token`] is cancelled). Once
+    /// it returns, the store is closed — a data directory's lock is free for the next server —
+    /// unless the embedding program still holds [`StreamServer::store`].
     pub async fn wait(self) -> Result<(), Error> {
-        match self.task.await {
+        let served = self.task.await;
+        // A server that failed on its own still stops its sweeper.
+        self.shutdown.cancel();
+        if self.sweeper.await.is_err() {
+            tracing::warn!("the sweeper task ended abnormally");
+        }
+        match served {
             Ok(result) => Ok(result?),
             Err(join) => Err(Error::Io(std::io::Error::other(join))),
         }

@@ -7,7 +7,7 @@
 //! long-poll and SSE reader) moves only after the sync, while the *written* end under the lock
 //! is what the next append's checks see.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,7 +18,7 @@ use crate::error::StreamError;
 use crate::json;
 use crate::offset::{Offset, ReadFrom};
 use crate::producer::{ProducerState, ProducerTuple, Verdict};
-use crate::store::file::group_sync::{GroupSync, Pending};
+use crate::store::file::group_sync::{Failure, GroupSync, Pending};
 use crate::store::file::segment::{Flush, Record, Segment};
 use crate::ttl::Lifetime;
 
@@ -99,8 +99,22 @@ struct State {
     /// End offset of each of this stream's own messages.
     message_ends: Vec<u64>,
     body: Body,
-    /// Set when a sync failed: nothing more is acknowledged from this stream.
-    failed: Option<String>,
+    /// How to take back each file-backed append not yet known durable, oldest first.
+    undo: VecDeque<Undo>,
+}
+
+/// What one append changed, to restore if a failed sync undoes it.
+#[derive(Debug)]
+struct Undo {
+    /// The segment's length once this append's record was in it.
+    written: u64,
+    end: u64,
+    messages: usize,
+    closed: bool,
+    /// The values before, where this append changed them.
+    closed_by: Option<Option<ProducerTuple>>,
+    last_seq: Option<Option<String>>,
+    producer: Option<(String, Option<ProducerState>)>,
 }
 
 /// An append as the HTTP layer hands it over (already checked for presence of type and body).
@@ -189,7 +203,7 @@ impl Stream {
                 producers: replayed.producers,
                 message_ends,
                 body,
-                failed: None,
+                undo: VecDeque::new(),
             }),
             tail: watch::Sender::new(tail),
             sync,
@@ -274,18 +288,41 @@ impl Stream {
         request: AppendRequest,
         now_ms: u64,
     ) -> Result<Appended, StreamError> {
-        let (appended, durable_at) = self.write(request, now_ms)?;
-        self.make_durable(durable_at).await?;
+        let (appended, durable_at, generation) = self.write(request, now_ms)?;
+        self.make_durable(durable_at, generation).await?;
         Ok(appended)
     }
 
-    /// The checks and the write, under the lock. Returns the outcome and the file length that
-    /// must be durable before it is acknowledged.
-    fn write(&self, request: AppendRequest, now_ms: u64) -> Result<(Appended, u64), StreamError> {
+    /// The checks and the write, under the lock. Returns the outcome, the file length that
+    /// must be durable before it is acknowledged, and the generation it was written in.
+    fn write(&self, request: AppendRequest, now_ms: u64) -> Result<(Appended, u64, u64), StreamError> {
         let mut state = self.lock();
-        if let Some(reason) = &state.failed {
-            return Err(StreamError::Storage(reason.clone()));
-        }
+        let generation = match &self.sync {
+            Some(sync) => {
+                if let Some(failure) = sync.broken() {
+                    // An earlier failure could not be undone: try again before writing more.
+                    let durable = sync.durable();
+                    self.cut_back_locked(&mut state, durable, &failure)
+                        .map_err(|error| storage_error(&self.path, "cutting back", &error))?;
+                }
+                let durable = sync.durable();
+                while state.undo.front().is_some_and(|undo| undo.written <= durable) {
+                    state.undo.pop_front();
+                }
+                sync.generation()
+            }
+            None => 0,
+        };
+        let (appended, pos) = self.write_checked(&mut state, request, now_ms)?;
+        Ok((appended, pos, generation))
+    }
+
+    fn write_checked(
+        &self,
+        state: &mut State,
+        request: AppendRequest,
+        now_ms: u64,
+    ) -> Result<(Appended, u64), StreamError> {
         let written = |state: &State| match &state.body {
             Body::File(segment) => segment.written(),
             Body::Memory(_) => 0,
@@ -308,7 +345,7 @@ impl Stream {
                         producer: Some((producer.epoch, producer.seq)),
                         duplicate: true,
                     };
-                    return Ok((appended, written(&state)));
+                    return Ok((appended, written(state)));
                 }
             }
             if close_only && request.producer.is_none() {
@@ -318,7 +355,7 @@ impl Stream {
                     producer: None,
                     duplicate: true,
                 };
-                return Ok((appended, written(&state)));
+                return Ok((appended, written(state)));
             }
             return Err(StreamError::Closed {
                 tail: Offset(state.end),
@@ -350,7 +387,7 @@ impl Stream {
                 producer: Some((known_epoch, highest)),
                 duplicate: true,
             };
-            return Ok((appended, written(&state)));
+            return Ok((appended, written(state)));
         }
         if let (Some(seq), Some(last)) = (&request.seq, &state.last_seq)
             && seq.as_bytes() <= last.as_bytes()
@@ -370,25 +407,49 @@ impl Stream {
         };
         let start = state.end;
         let base = self.base();
-        match &mut state.body {
-            Body::Memory(bytes) => bytes.extend_from_slice(&record.data),
-            Body::File(segment) => segment.append(&record, start - base),
-        }
+        let mut undo = Undo {
+            written: 0,
+            end: state.end,
+            messages: state.message_ends.len(),
+            closed: state.closed,
+            closed_by: None,
+            last_seq: None,
+            producer: None,
+        };
+        let file_backed = match &mut state.body {
+            Body::Memory(bytes) => {
+                bytes.extend_from_slice(&record.data);
+                false
+            }
+            Body::File(segment) => {
+                segment.append(&record, start - base);
+                undo.written = segment.written();
+                true
+            }
+        };
         for len in &record.message_lens {
             state.end += u64::from(*len);
             let end = state.end;
             state.message_ends.push(end);
         }
         if let Some(producer) = request.producer {
-            state.producers.insert(producer.id.clone(), producer.state());
+            let before = state.producers.insert(producer.id.clone(), producer.state());
+            if file_backed {
+                undo.producer = Some((producer.id.clone(), before));
+            }
             if request.close {
-                state.closed_by = Some(producer);
+                let before = state.closed_by.replace(producer);
+                undo.closed_by = Some(before);
             }
         }
         if request.seq.is_some() {
-            state.last_seq = request.seq;
+            let before = std::mem::replace(&mut state.last_seq, request.seq);
+            undo.last_seq = Some(before);
         }
         state.closed |= request.close;
+        if file_backed {
+            state.undo.push_back(undo);
+        }
         let appended = Appended {
             next: Offset(state.end),
             closed: state.closed,
@@ -401,23 +462,50 @@ impl Stream {
                 closed: state.closed,
             });
         }
-        Ok((appended, written(&state)))
+        Ok((appended, written(state)))
     }
 
     /// Waits until the segment is durable up to `pos` (the sync makes what it covers visible).
-    async fn make_durable(self: &Arc<Self>, pos: u64) -> Result<(), StreamError> {
+    async fn make_durable(self: &Arc<Self>, pos: u64, generation: u64) -> Result<(), StreamError> {
         let Some(sync) = &self.sync else {
             return Ok(());
         };
-        sync.sync_to(pos, self).await.map_err(|error| {
-            // After a failed write or fsync the kernel may have dropped the dirty pages: what
-            // is on disk is unknown, so this stream acknowledges nothing more until a restart
-            // re-reads it.
-            let reason = format!("syncing {}: {error}", self.path);
-            tracing::error!(%reason, "stream stops accepting appends");
-            self.lock().failed = Some(reason.clone());
-            StreamError::Storage(reason)
-        })
+        sync.sync_to(pos, generation, self)
+            .await
+            .map_err(|error| storage_error(&self.path, "appending to", &error))
+    }
+
+    /// Takes back every append past file length `durable` — their records, messages, producer
+    /// and `Stream-Seq` changes, closure — and cuts the segment back to it; then starts the
+    /// sync's next generation, all under the stream's lock.
+    fn cut_back_locked(&self, state: &mut State, durable: u64, failure: &Failure) -> std::io::Result<()> {
+        let (Body::File(segment), Some(sync)) = (&mut state.body, &self.sync) else {
+            return Ok(());
+        };
+        segment.cut_back(durable)?;
+        while let Some(undo) = state.undo.pop_back() {
+            if undo.written <= durable {
+                state.undo.push_back(undo);
+                break;
+            }
+            state.end = undo.end;
+            state.message_ends.truncate(undo.messages);
+            state.closed = undo.closed;
+            if let Some(closed_by) = undo.closed_by {
+                state.closed_by = closed_by;
+            }
+            if let Some(last_seq) = undo.last_seq {
+                state.last_seq = last_seq;
+            }
+            if let Some((id, before)) = undo.producer {
+                match before {
+                    Some(before) => state.producers.insert(id, before),
+                    None => state.producers.remove(&id),
+                };
+            }
+        }
+        sync.restart(failure);
+        Ok(())
     }
 
     fn publish(&self, tail: Tail) {
@@ -552,5 +640,21 @@ impl Pending for Stream {
 
     fn publish(&self, tail: Tail) {
         Stream::publish(self, tail);
+    }
+
+    fn cut_back(&self, durable: u64, failure: &Failure) -> std::io::Result<()> {
+        let mut state = self.lock();
+        self.cut_back_locked(&mut state, durable, failure)
+    }
+}
+
+/// A failed file operation as the client hears it: 507 while the disk is full, else 500.
+pub fn storage_error(path: &str, doing: &str, error: &std::io::Error) -> StreamError {
+    let message = format!("{doing} {path}: {error}");
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            StreamError::InsufficientStorage(message)
+        }
+        _ => StreamError::Storage(message),
     }
 }

@@ -97,8 +97,18 @@ mod tests {
 
     #[test]
     fn expires_at_is_rfc3339_and_exclusive_with_ttl() {
-        assert!(Lifetime::from_headers(None, Some("2030-01-01T00:00:00Z")).is_ok());
-        assert!(Lifetime::from_headers(None, Some("2030-01-01T00:00:00+02:00")).is_ok());
+        // 2030-01-01T00:00:00Z is 1 893 456 000 s after the epoch.
+        let instant = |text: &str| {
+            let lifetime = Lifetime::from_headers(None, Some(text)).expect("valid");
+            assert_eq!(lifetime.ttl_secs, None);
+            let (kept, ms) = lifetime.expires_at.expect("an instant");
+            assert_eq!(kept, text, "the header is kept as sent");
+            ms
+        };
+        assert_eq!(instant("2030-01-01T00:00:00Z"), 1_893_456_000_000);
+        assert_eq!(instant("2030-01-01T00:00:00.250Z"), 1_893_456_000_250);
+        assert_eq!(instant("2030-01-01T02:00:00+02:00"), 1_893_456_000_000);
+        assert_eq!(instant("2029-12-31T19:00:00-05:00"), 1_893_456_000_000);
         assert!(Lifetime::from_headers(None, Some("2030-01-01 00:00:00")).is_err());
         assert!(Lifetime::from_headers(Some("5"), Some("2030-01-01T00:00:00Z")).is_err());
     }

@@ -223,6 +223,26 @@ async fn oversized_bodies_and_bad_paths_are_refused_with_the_reason() {
     assert_eq!(nul.status(), 400);
     let body: serde_json::Value = nul.json().await.expect("JSON error");
     assert_eq!(body["field"], "path");
+    // An empty stream name (a path ending in `/`, or an empty segment) names no stream.
+    for empty in ["/v1/stream/", "/v1//stream/x"] {
+        let url = format!("{}{empty}", server.url());
+        let created = http
+            .put(&url)
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(created.status(), 400, "{empty}");
+        let body: serde_json::Value = created.json().await.expect("JSON error");
+        assert_eq!(body["field"], "path", "{empty}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("empty")),
+            "{body}"
+        );
+        let read = http.get(format!("{url}?offset=-1")).send().await.expect("GET");
+        assert_eq!(read.status(), 400, "nothing was created at {empty}");
+    }
     server.stop().await.expect("stop");
 }
 

@@ -7,11 +7,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Client, Response};
-use streams_server::StreamServer;
+use streams_server::{Clock, StreamServer};
 
 async fn start(dir: &Path) -> StreamServer {
+    start_with_clock(dir, Clock::system()).await
+}
+
+async fn start_with_clock(dir: &Path, clock: Clock) -> StreamServer {
     StreamServer::builder()
         .data_dir(dir)
+        .clock(clock)
         .long_poll_timeout(Duration::from_millis(500))
         .bind("127.0.0.1:0")
         .await
@@ -255,17 +260,15 @@ async fn a_torn_tail_is_cut_and_orphan_segments_are_removed() {
 async fn streams_that_expired_while_the_server_was_down_are_gone_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let http = Client::new();
-    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(300);
-    let expires_at = expires_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    // 2030-01-01T00:00:00Z, by a clock the test moves: no waiting for time to pass.
+    let clock = Clock::manual(1_893_456_000_000);
     {
-        let server = start(dir.path()).await;
+        let server = start_with_clock(dir.path(), clock.clone()).await;
         let url = format!("{}/v1/stream/brief", server.url());
         let created = http
             .put(&url)
             .header("content-type", "text/plain")
-            .header("stream-expires-at", &expires_at)
+            .header("stream-expires-at", "2030-01-01T00:00:00.300Z")
             .send()
             .await
             .expect("PUT");
@@ -274,9 +277,15 @@ async fn streams_that_expired_while_the_server_was_down_are_gone_after_a_restart
         assert_eq!(put(&http, &lasting, "text/plain", "stays").await.status(), 201);
         server.stop().await.expect("stop");
     }
-    // Wait out the expiry itself (a property of time, not a race).
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let server = start(dir.path()).await;
+    clock.advance(299);
+    {
+        let server = start_with_clock(dir.path(), clock.clone()).await;
+        let url = format!("{}/v1/stream/brief", server.url());
+        assert_eq!(read(&http, &url).await.0, 200, "not yet expired");
+        server.stop().await.expect("stop");
+    }
+    clock.advance(1);
+    let server = start_with_clock(dir.path(), clock.clone()).await;
     assert_eq!(
         read(&http, &format!("{}/v1/stream/brief", server.url())).await.0,
         404
@@ -289,6 +298,48 @@ async fn streams_that_expired_while_the_server_was_down_are_gone_after_a_restart
         .expect("segments")
         .count();
     assert_eq!(segments, 1, "the expired stream's segment is deleted");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_idle_ttl_runs_from_the_last_access_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = Client::new();
+    let clock = Clock::manual(1_893_456_000_000);
+    let path = "/v1/stream/idle";
+    {
+        let server = start_with_clock(dir.path(), clock.clone()).await;
+        let url = format!("{}{path}", server.url());
+        let created = http
+            .put(&url)
+            .header("content-type", "text/plain")
+            .header("stream-ttl", "10")
+            .body("kept alive by reads")
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(created.status(), 201);
+        // A read 6 s in renews the 10 s window: it now ends at 16 s.
+        clock.advance(6_000);
+        assert_eq!(read(&http, &url).await.0, 200);
+        server.stop().await.expect("stop");
+    }
+    // Restarted at 15.999 s: neither the creation time nor the restart decides, the read does.
+    clock.advance(9_999);
+    {
+        let server = start_with_clock(dir.path(), clock.clone()).await;
+        let head = http
+            .head(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(head.status(), 200, "alive until 10 s after the last read");
+        server.stop().await.expect("stop");
+    }
+    // A HEAD does not renew the window: at 16 s the stream is gone, after another restart.
+    clock.advance(1);
+    let server = start_with_clock(dir.path(), clock.clone()).await;
+    assert_eq!(read(&http, &format!("{}{path}", server.url())).await.0, 404);
     server.stop().await.expect("stop");
 }
 
@@ -324,4 +375,86 @@ async fn concurrent_appends_share_fsyncs_and_all_land() {
     numbers.sort_unstable();
     assert_eq!(numbers, (0..256).collect::<Vec<_>>());
     server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn damage_before_the_tail_or_a_missing_segment_makes_only_that_stream_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = Client::new();
+    {
+        let server = start(dir.path()).await;
+        let base = format!("{}/v1/stream", server.url());
+        // ids 1, 2, 3, 4 in creation order: segments/000…0N.seg.
+        assert_eq!(
+            put(&http, &format!("{base}/damaged"), "text/plain", "first")
+                .await
+                .status(),
+            201
+        );
+        for more in ["+second", "+third"] {
+            let appended = post(&http, &format!("{base}/damaged"), "text/plain", more, &[]).await;
+            assert_eq!(appended.status(), 204);
+        }
+        assert_eq!(
+            put(&http, &format!("{base}/missing"), "text/plain", "gone")
+                .await
+                .status(),
+            201
+        );
+        let fork = http
+            .put(format!("{base}/fork-of-damaged"))
+            .header("stream-forked-from", "/v1/stream/damaged")
+            .send()
+            .await
+            .expect("fork");
+        assert_eq!(fork.status(), 201);
+        assert_eq!(
+            put(&http, &format!("{base}/healthy"), "text/plain", "fine")
+                .await
+                .status(),
+            201
+        );
+        server.stop().await.expect("stop");
+    }
+    let segment = |id: u64| dir.path().join("segments").join(format!("{id:016x}.seg"));
+    // One bit of the first record's data flips: acknowledged records follow it.
+    let mut bytes = std::fs::read(segment(1)).expect("read");
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"first")
+        .expect("the first record's data");
+    bytes[at] ^= 1;
+    std::fs::write(segment(1), &bytes).expect("damage");
+    std::fs::remove_file(segment(2)).expect("lose a segment");
+
+    for _restart in 0..2 {
+        let server = start(dir.path()).await;
+        let base = format!("{}/v1/stream", server.url());
+        for (name, why) in [
+            ("damaged", "damaged"),
+            ("missing", "missing"),
+            ("fork-of-damaged", "unavailable"),
+        ] {
+            let url = format!("{base}/{name}");
+            let response = http.get(format!("{url}?offset=-1")).send().await.expect("GET");
+            assert_eq!(response.status(), 500, "{name}");
+            let body: serde_json::Value = response.json().await.expect("a JSON error");
+            let error = body["error"].as_str().expect("error text");
+            assert!(error.contains(why) && error.contains(name), "{name}: {error}");
+            let recreate = put(&http, &url, "text/plain", "over it").await;
+            assert_eq!(recreate.status(), 500, "{name} is not replaced by a new stream");
+            let append = post(&http, &url, "text/plain", "more", &[]).await;
+            assert_eq!(append.status(), 500, "{name}");
+        }
+        assert_eq!(
+            read(&http, &format!("{base}/healthy")).await,
+            (200, "fine".into())
+        );
+        let created = put(&http, &format!("{base}/new"), "text/plain", "new").await;
+        assert!([200, 201].contains(&created.status().as_u16()));
+        server.stop().await.expect("stop");
+        // Nothing was cut or removed: the damage is left for an operator, twice over.
+        assert_eq!(std::fs::read(segment(1)).expect("kept"), bytes);
+        assert!(segment(3).exists(), "the fork's segment is kept");
+    }
 }

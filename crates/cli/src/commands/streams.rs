@@ -39,7 +39,9 @@ Try it:
   curl -N 'http://127.0.0.1:4437/v1/stream/hello?offset=-1&live=sse'
 
 With --data-dir an append is answered only once it is on disk (fdatasync, shared by concurrent
-appends); after a crash the server restarts with every acknowledged append intact.")]
+appends); after a crash the server restarts with every acknowledged append intact. One server
+per directory: a second one on the same --data-dir exits with status 2, naming the first one's
+pid. A full disk answers 507 until space is freed; the server need not be restarted.")]
 struct ServeArgs {
     /// Address to bind; the default keeps the server private to this machine.
     #[arg(long, default_value = "127.0.0.1")]
@@ -82,13 +84,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.registry(REGISTRY_PATH);
     }
     let address = format!("{}:{}", args.host, args.port);
-    let server = builder
-        .bind(&address)
-        .await
-        .with_context(|| match &args.data_dir {
-            Some(dir) => format!("could not start on {address} with --data-dir {}", dir.display()),
-            None => format!("could not listen on {address} (is the port taken? try --port 0)"),
-        })?;
+    let server = match builder.bind(&address).await {
+        Err(streams_server::Error::Locked { pid, .. }) => {
+            let holder = pid.map_or_else(
+                || "a process whose pid is not known yet".to_owned(),
+                |pid| format!("pid {pid}"),
+            );
+            let dir = args
+                .data_dir
+                .as_deref()
+                .unwrap_or_else(|| std::path::Path::new("?"));
+            crate::usage!(
+                "--data-dir {} is in use by another tem streams serve ({holder}); stop that one, or pass another --data-dir",
+                dir.display()
+            );
+        }
+        result => result,
+    };
+    let server = server.with_context(|| match &args.data_dir {
+        Some(dir) => format!("could not start on {address} with --data-dir {}", dir.display()),
+        None => format!("could not listen on {address} (is the port taken? try --port 0)"),
+    })?;
     say!("streams server listening on {}", server.url());
     match &args.data_dir {
         Some(dir) => say!(

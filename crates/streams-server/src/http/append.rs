@@ -8,7 +8,6 @@ use crate::error::StreamError;
 use crate::headers;
 use crate::producer::ProducerTuple;
 use crate::stream::AppendRequest;
-use crate::ttl::now_ms;
 
 pub async fn post(
     state: &AppState,
@@ -32,7 +31,7 @@ pub async fn post(
             "an append needs a Content-Type",
         ));
     }
-    let now = now_ms();
+    let now = state.store.now_ms();
     stream.touch(now);
     let has_body = !body.is_empty();
     let request = AppendRequest {

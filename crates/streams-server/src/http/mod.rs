@@ -89,7 +89,7 @@ async fn handle(
     }
 }
 
-/// Checks a stream path: absolute, no dot segments, no control characters.
+/// Checks a stream path: absolute, no empty or dot segments, no control characters.
 fn stream_path(path: &str) -> Result<&str, StreamError> {
     let bad = |why: &str| StreamError::bad_request("path", format!("invalid stream path: {why}"));
     if path.len() <= 1 {
@@ -116,6 +116,11 @@ fn stream_path(path: &str) -> Result<&str, StreamError> {
         }
         dots == 1 || dots == 2
     };
+    if path.ends_with('/') || path.contains("//") {
+        return Err(bad(
+            "empty name: name the stream after the last '/', e.g. /v1/stream/events",
+        ));
+    }
     if path.split('/').skip(1).any(dot_segment) {
         return Err(bad("'.' and '..' segments are not allowed"));
     }
@@ -173,6 +178,8 @@ mod tests {
             "/a/./b",
             "/a%00b",
             "/a/..",
+            "/v1/stream/",
+            "/v1//stream/x",
         ] {
             assert!(stream_path(bad).is_err(), "{bad:?}");
         }

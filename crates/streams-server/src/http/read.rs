@@ -10,7 +10,6 @@ use crate::headers;
 use crate::live::{long_poll, sse};
 use crate::offset::ReadFrom;
 use crate::stream::{Chunk, Stream};
-use crate::ttl::now_ms;
 
 pub async fn get(
     state: &AppState,
@@ -20,7 +19,7 @@ pub async fn get(
 ) -> Result<Response, StreamError> {
     let from = ReadFrom::from_query(&query.offsets.iter().map(String::as_str).collect::<Vec<_>>())?;
     let stream = state.store.lookup(path).await?;
-    stream.touch(now_ms());
+    stream.touch(state.store.now_ms());
     match query.live.as_deref() {
         None | Some("") => catch_up(
             &stream,

@@ -13,15 +13,17 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::clock::Clock;
 use crate::content_type::{self, Kind};
 use crate::error::{Error, StreamError};
 use crate::fork::{self, ForkRequest};
 use crate::hooks::{LifecycleEvent, LifecycleHook, LifecycleKind};
 use crate::json;
-use crate::store::file::FileStore;
+use crate::store::file::disk::{Disk, RealDisk};
 use crate::store::file::segment::{Record, Segment};
-use crate::stream::{Body, ForkOf, Replayed, Stream, StreamConfig};
-use crate::ttl::{Lifetime, now_ms};
+use crate::store::file::{FileStore, Found};
+use crate::stream::{Body, ForkOf, Replayed, Stream, StreamConfig, storage_error};
+use crate::ttl::Lifetime;
 
 /// A create (PUT) as the HTTP layer hands it over.
 #[derive(Debug, Default)]
@@ -52,6 +54,9 @@ pub struct Store {
     registry: Option<String>,
     /// Last access time written to the metadata database, per stream id.
     persisted_access: Mutex<HashMap<u64, u64>>,
+    clock: Clock,
+    /// Streams found on disk that cannot be opened without losing data, by path: why.
+    unavailable: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -65,8 +70,8 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// A store that keeps everything in memory.
-    pub fn in_memory(hooks: Vec<LifecycleHook>, registry: Option<String>) -> Store {
-        Store::with_files(None, hooks, registry)
+    pub fn in_memory(hooks: Vec<LifecycleHook>, registry: Option<String>, clock: Clock) -> Store {
+        Store::with_files(None, hooks, registry, clock)
     }
 
     /// Opens (creating if needed) the store in `dir`, recovering what a crash left.
@@ -74,12 +79,34 @@ impl Store {
         dir: &Path,
         hooks: Vec<LifecycleHook>,
         registry: Option<String>,
+        clock: Clock,
     ) -> Result<Store, Error> {
-        let (files, recovered) = FileStore::open(dir).await?;
-        let store = Store::with_files(Some(files), hooks, registry);
+        Store::open_dir_on(Arc::new(RealDisk), dir, hooks, registry, clock).await
+    }
+
+    /// [`Store::open_dir`] with segment files on `disk`.
+    pub(crate) async fn open_dir_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        hooks: Vec<LifecycleHook>,
+        registry: Option<String>,
+        clock: Clock,
+    ) -> Result<Store, Error> {
+        let (files, found) = FileStore::open_on(disk, dir).await?;
+        let mut store = Store::with_files(Some(files), hooks, registry, clock);
         let mut by_id: HashMap<u64, Arc<Stream>> = HashMap::new();
+        let mut unavailable_ids = HashMap::new();
         let mut max_id = 0;
-        for found in recovered {
+        for found in found {
+            let found = match found {
+                Found::Recovered(recovered) => *recovered,
+                Found::Unavailable(row, reason) => {
+                    max_id = max_id.max(row.id);
+                    unavailable_ids.insert(row.id, row.path.clone());
+                    store.unavailable.insert(row.path, reason);
+                    continue;
+                }
+            };
             let row = found.row;
             max_id = max_id.max(row.id);
             let fork = match row.fork_source {
@@ -89,6 +116,16 @@ impl Store {
                         at: row.fork_at,
                         sub_offset: row.fork_sub_offset,
                     }),
+                    None if unavailable_ids.contains_key(&source_id) => {
+                        let reason = format!(
+                            "it is a fork of {}, which is unavailable",
+                            unavailable_ids[&source_id]
+                        );
+                        tracing::error!(stream = %row.path, %reason, "stream unavailable");
+                        unavailable_ids.insert(row.id, row.path.clone());
+                        store.unavailable.insert(row.path, reason);
+                        continue;
+                    }
                     None => {
                         tracing::warn!(path = %row.path, "dropping a fork whose source is gone");
                         if let Some(files) = &store.files {
@@ -147,7 +184,12 @@ impl Store {
         Ok(store)
     }
 
-    fn with_files(files: Option<FileStore>, hooks: Vec<LifecycleHook>, registry: Option<String>) -> Store {
+    fn with_files(
+        files: Option<FileStore>,
+        hooks: Vec<LifecycleHook>,
+        registry: Option<String>,
+        clock: Clock,
+    ) -> Store {
         Store {
             streams: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -156,7 +198,24 @@ impl Store {
             hooks,
             registry,
             persisted_access: Mutex::new(HashMap::new()),
+            clock,
+            unavailable: HashMap::new(),
         }
+    }
+
+    /// A 500 naming why the stream at `path` could not be opened, if it could not.
+    fn refuse_unavailable(&self, path: &str) -> Result<(), StreamError> {
+        match self.unavailable.get(path) {
+            Some(reason) => Err(StreamError::Storage(format!(
+                "stream {path} is unavailable: {reason}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Now, in Unix milliseconds, by the store's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -174,8 +233,9 @@ impl Store {
 
     /// The live stream at `path`: 404 if missing or expired, 410 if soft-deleted.
     pub async fn lookup(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
+        self.refuse_unavailable(path)?;
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
-        if stream.expired(now_ms()) {
+        if stream.expired(self.now_ms()) {
             let _lifecycle = self.lifecycle.lock().await;
             return self.live_locked(path).await;
         }
@@ -185,8 +245,9 @@ impl Store {
     /// [`Store::lookup`] for a caller that holds the lifecycle lock: expires the stream first if
     /// its time is up.
     async fn live_locked(&self, path: &str) -> Result<Arc<Stream>, StreamError> {
+        self.refuse_unavailable(path)?;
         let stream = self.read_map().get(path).cloned().ok_or(StreamError::NotFound)?;
-        if stream.expired(now_ms()) {
+        if stream.expired(self.now_ms()) {
             self.expire_locked(&stream).await?;
         }
         self.checked(stream)
@@ -220,7 +281,8 @@ impl Store {
     }
 
     async fn create_locked(&self, path: &str, request: CreateRequest) -> Result<Created, StreamError> {
-        let now = now_ms();
+        self.refuse_unavailable(path)?;
+        let now = self.now_ms();
         let existing = self.read_map().get(path).cloned();
         if let Some(existing) = existing {
             if existing.expired(now) {
@@ -290,7 +352,7 @@ impl Store {
             Some(files) => {
                 let segment = files
                     .create_segment(id, &records)
-                    .map_err(|error| StreamError::Storage(format!("creating {path}: {error}")))?;
+                    .map_err(|error| storage_error(path, "creating", &error))?;
                 Body::File(segment)
             }
         };
@@ -299,11 +361,16 @@ impl Store {
             replayed.apply(record);
         }
         let stream = Arc::new(Stream::open(id, path.to_owned(), config, body, replayed, now));
-        if let Some(files) = &self.files {
-            files
-                .insert(&stream)
-                .await
-                .map_err(|error| StreamError::Storage(format!("recording {path}: {error}")))?;
+        if let Some(files) = &self.files
+            && let Err(error) = files.insert(&stream).await
+        {
+            files.discard_segment(id);
+            let message = format!("recording {path}: {error}");
+            return Err(if error.is_disk_full() {
+                StreamError::InsufficientStorage(message)
+            } else {
+                StreamError::Storage(message)
+            });
         }
         if let Some(fork) = &stream.config.fork {
             fork.source.count_fork(true);
@@ -379,7 +446,7 @@ impl Store {
 
     /// Expires a stream whose lifetime ran out (the lifecycle lock is held).
     async fn expire_locked(&self, stream: &Arc<Stream>) -> Result<(), StreamError> {
-        if !self.holds(stream) || stream.is_soft_deleted() || !stream.expired(now_ms()) {
+        if !self.holds(stream) || stream.is_soft_deleted() || !stream.expired(self.now_ms()) {
             return Ok(());
         }
         tracing::debug!(path = %stream.path, "stream expired");
@@ -436,7 +503,7 @@ impl Store {
     /// Drops expired streams and writes changed access times of TTL streams to the metadata
     /// database (so a restart does not expire a stream that readers kept alive).
     pub async fn sweep(&self) {
-        let now = now_ms();
+        let now = self.now_ms();
         let streams: Vec<Arc<Stream>> = self.read_map().values().cloned().collect();
         let expired: Vec<_> = streams
             .iter()
@@ -480,7 +547,7 @@ impl Store {
             kind,
             path: stream.path.clone(),
             content_type: stream.config.content_type.clone(),
-            timestamp: now_ms(),
+            timestamp: self.now_ms(),
         };
         for hook in &self.hooks {
             hook(&event);
@@ -510,7 +577,7 @@ impl Store {
             body,
             ..Default::default()
         };
-        stream.append(request, now_ms()).await.map(|_| ())
+        stream.append(request, self.now_ms()).await.map(|_| ())
     }
 }
 
