@@ -119,7 +119,9 @@ async fn openai_headers_track_the_quota_across_a_window() {
     tokio::time::sleep(Duration::from_millis(retry_ms)).await;
     let (status, headers, _) = post(&url, &chat(10)).await;
     assert_eq!(status, StatusCode::OK, "the first left the window");
-    assert!(number(&headers, "x-ratelimit-remaining-requests") <= 1);
+    // The new request takes one place; how many of the other two have left by now depends on
+    // how long this machine took since they were sent, so only that bound is certain.
+    assert!(number(&headers, "x-ratelimit-remaining-requests") <= 2);
     let stats = server.stats("default").unwrap();
     assert_eq!(stats.by_status.get("200"), Some(&4));
     assert_eq!(stats.by_status.get("429"), Some(&1));
