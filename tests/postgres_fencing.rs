@@ -117,8 +117,20 @@ async fn a_frozen_worker_whose_leases_were_taken_over_writes_nothing_when_thawed
     let after_history = history(&engine, &after).await;
     for (before, now) in settled.iter().zip(&after) {
         assert_eq!(
-            (now.status, &now.result, &now.lease_owner, now.attempt, &now.finished_at),
-            (before.status, &before.result, &before.lease_owner, before.attempt, &before.finished_at),
+            (
+                now.status,
+                &now.result,
+                &now.lease_owner,
+                now.attempt,
+                &now.finished_at
+            ),
+            (
+                before.status,
+                &before.result,
+                &before.lease_owner,
+                before.attempt,
+                &before.finished_at
+            ),
             "the thawed process changed a task it no longer held"
         );
         assert_eq!(
@@ -135,7 +147,10 @@ async fn a_frozen_worker_whose_leases_were_taken_over_writes_nothing_when_thawed
     }
     let batch = engine.batch_by_code("work").await.unwrap();
     assert_eq!(batch.stats.completed, TASKS as i64);
-    assert_eq!((batch.stats.failed, batch.stats.running, batch.stats.pending), (0, 0, 0));
+    assert_eq!(
+        (batch.stats.failed, batch.stats.running, batch.stats.pending),
+        (0, 0, 0)
+    );
 
     // What the thawed process says matches the database.
     assert_eq!(stale.status.code(), Some(0), "stderr: {stderr}");
@@ -145,6 +160,9 @@ async fn a_frozen_worker_whose_leases_were_taken_over_writes_nothing_when_thawed
     );
     let document: Value = serde_json::from_slice(&stale.stdout).expect("one JSON report");
     assert_eq!(document["outcome"], "succeeded", "{document}");
-    assert_eq!(document["report"]["batch"]["stats"]["completed"], TASKS as u64, "{document}");
+    assert_eq!(
+        document["report"]["batch"]["stats"]["completed"], TASKS as u64,
+        "{document}"
+    );
     engine.close().await;
 }

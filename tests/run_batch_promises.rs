@@ -90,17 +90,27 @@ async fn a_second_ctrl_c_aborts_the_calls_in_flight_and_gives_them_back() {
     let pid = child.id().unwrap();
     until("four calls in flight", || api.total() >= 4).await;
     signal(pid, "INT");
-    until("the first Ctrl-C's note", || said(&stderr, "stopping: no new calls")).await;
+    until("the first Ctrl-C's note", || {
+        said(&stderr, "stopping: no new calls")
+    })
+    .await;
     signal(pid, "INT");
     let output = finish(child).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(said(&stderr, "aborting"), "{:?}", stderr.lock().unwrap());
-    assert!(said(&stderr, "rerun the same command"), "{:?}", stderr.lock().unwrap());
+    assert!(
+        said(&stderr, "rerun the same command"),
+        "{:?}",
+        stderr.lock().unwrap()
+    );
 
     // The aborted calls went back uncharged: nothing ran to an end, nothing is still leased.
     let tasks = all_tasks(&dir.path().join("tem.db")).await;
     assert_eq!(count(&tasks, TaskStatus::Pending), 10, "{tasks:?}");
-    assert!(tasks.iter().all(|t| t.attempt == 0), "aborted attempts are not charged: {tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t.attempt == 0),
+        "aborted attempts are not charged: {tasks:?}"
+    );
     assert_eq!(api.total(), 4, "nothing started after the first Ctrl-C");
 }
 
@@ -116,14 +126,30 @@ async fn sigterm_drains_the_calls_in_flight_and_starts_no_more() {
     signal(child.id().unwrap(), "TERM");
     let output = finish(child).await;
     assert_eq!(output.status.code(), Some(1), "{:?}", stderr.lock().unwrap());
-    assert!(said(&stderr, "stopping: no new calls"), "{:?}", stderr.lock().unwrap());
-    assert!(said(&stderr, "rerun the same command"), "{:?}", stderr.lock().unwrap());
+    assert!(
+        said(&stderr, "stopping: no new calls"),
+        "{:?}",
+        stderr.lock().unwrap()
+    );
+    assert!(
+        said(&stderr, "rerun the same command"),
+        "{:?}",
+        stderr.lock().unwrap()
+    );
 
     let tasks = all_tasks(&dir.path().join("tem.db")).await;
     let done = count(&tasks, TaskStatus::Completed);
-    assert_eq!(done as u32, api.total(), "every call made finished and was recorded");
+    assert_eq!(
+        done as u32,
+        api.total(),
+        "every call made finished and was recorded"
+    );
     assert_eq!(count(&tasks, TaskStatus::Running), 0, "{tasks:?}");
-    assert_eq!(count(&tasks, TaskStatus::Pending), 40 - done, "the rest was never started");
+    assert_eq!(
+        count(&tasks, TaskStatus::Pending),
+        40 - done,
+        "the rest was never started"
+    );
     assert!(done < 40, "stopped early: {done}");
 }
 
@@ -137,7 +163,11 @@ struct Switch {
 async fn switched(State(api): State<Switch>, UrlPath(id): UrlPath<String>) -> Response {
     api.calls.fetch_add(1, Ordering::SeqCst);
     if api.failing.load(Ordering::SeqCst) {
-        (StatusCode::BAD_REQUEST, format!("{{\"error\": \"no {id} today\"}}")).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{{\"error\": \"no {id} today\"}}"),
+        )
+            .into_response()
     } else {
         (StatusCode::OK, format!("{{\"id\": \"{id}\"}}")).into_response()
     }
@@ -170,7 +200,10 @@ async fn a_failed_run_in_json_then_retry_failed_and_the_rerun_succeeds() {
     let document = json_document(&failed.stdout);
     assert_eq!(document["outcome"], "failed", "{document}");
     assert_eq!(document["exit_code"], 1);
-    assert!(document["advice"].as_str().unwrap().contains("retry-failed jobs"), "{document}");
+    assert!(
+        document["advice"].as_str().unwrap().contains("retry-failed jobs"),
+        "{document}"
+    );
     assert_eq!(document["report"]["batch"]["stats"]["failed"], 5, "{document}");
     assert_eq!(api.calls.load(Ordering::SeqCst), 5, "a 400 is not retried");
 
@@ -200,19 +233,46 @@ async fn an_interrupted_run_in_json_then_batch_resume_and_the_rerun_finishes() {
     args.push("--json");
     let running = command(dir.path(), &args).spawn().unwrap();
     until("the first calls", || api.total() >= 3).await;
-    let interrupt = run(dir.path(), &["batch", "interrupt", "long", "-m", "a look at the output"]).await;
-    assert_eq!(interrupt.status.code(), Some(0), "stderr: {}", text(&interrupt.stderr));
+    let interrupt = run(
+        dir.path(),
+        &["batch", "interrupt", "long", "-m", "a look at the output"],
+    )
+    .await;
+    assert_eq!(
+        interrupt.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&interrupt.stderr)
+    );
     let stopped = finish(running).await;
-    assert_eq!(stopped.status.code(), Some(1), "stderr: {}", text(&stopped.stderr));
+    assert_eq!(
+        stopped.status.code(),
+        Some(1),
+        "stderr: {}",
+        text(&stopped.stderr)
+    );
     let document = json_document(&stopped.stdout);
     assert_eq!(document["outcome"], "interrupted", "{document}");
     assert_eq!(document["exit_code"], 1);
-    assert!(document["advice"].as_str().unwrap().contains("tem batch resume long"), "{document}");
+    assert!(
+        document["advice"]
+            .as_str()
+            .unwrap()
+            .contains("tem batch resume long"),
+        "{document}"
+    );
     assert_eq!(document["report"]["batch"]["status"], "interrupted", "{document}");
-    assert_eq!(document["report"]["interruptions"][0]["message"], "a look at the output");
+    assert_eq!(
+        document["report"]["interruptions"][0]["message"],
+        "a look at the output"
+    );
     let stats = &document["report"]["batch"]["stats"];
     let done = stats["completed"].as_u64().unwrap();
-    assert_eq!(done, u64::from(api.total()), "the report counts what was called: {document}");
+    assert_eq!(
+        done,
+        u64::from(api.total()),
+        "the report counts what was called: {document}"
+    );
     assert_eq!(stats["pending"].as_u64().unwrap(), 60 - done, "{document}");
 
     // --help: "Continue an interrupted batch"; then the same command runs it (no --resume).
@@ -239,14 +299,23 @@ async fn a_cancelled_run_in_json_and_its_pending_tasks_never_run() {
     assert_eq!(cancel.status.code(), Some(0), "stderr: {}", text(&cancel.stderr));
     let cancelled = json_document(&cancel.stdout)["cancelled"].as_u64().unwrap();
     let stopped = finish(running).await;
-    assert_eq!(stopped.status.code(), Some(1), "stderr: {}", text(&stopped.stderr));
+    assert_eq!(
+        stopped.status.code(),
+        Some(1),
+        "stderr: {}",
+        text(&stopped.stderr)
+    );
     let document = json_document(&stopped.stdout);
     assert_eq!(document["outcome"], "cancelled", "{document}");
     assert_eq!(document["exit_code"], 1);
     assert_eq!(document["report"]["batch"]["status"], "cancelled", "{document}");
     let stats = &document["report"]["batch"]["stats"];
     assert_eq!(stats["cancelled"].as_u64().unwrap(), cancelled, "{document}");
-    assert_eq!(stats["completed"].as_u64().unwrap(), u64::from(api.total()), "{document}");
+    assert_eq!(
+        stats["completed"].as_u64().unwrap(),
+        u64::from(api.total()),
+        "{document}"
+    );
     assert_eq!(stats["completed"].as_u64().unwrap() + cancelled, 60, "{document}");
 
     // --help: "its pending tasks will never run" — not by a rerun either.
@@ -285,7 +354,10 @@ async fn a_redirect_to_another_origin_is_refused_and_the_other_server_never_call
     assert_eq!(count(&tasks, TaskStatus::Failed), 3, "{tasks:?}");
     for task in &tasks {
         let error = task.last_error.as_deref().unwrap_or_default();
-        assert!(error.contains("redirected to") && error.contains(&elsewhere_url), "{error}");
+        assert!(
+            error.contains("redirected to") && error.contains(&elsewhere_url),
+            "{error}"
+        );
         assert_eq!(task.attempt, 1, "refused at once, not retried");
     }
 }
@@ -321,13 +393,19 @@ async fn cost_field_spends_each_lines_cost_against_the_budget() {
     let output = run(dir.path(), &args).await;
     assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
     let tasks = all_tasks(&dir.path().join("tem.db")).await;
-    assert!(tasks.iter().all(|t| t.cost == 40), "the named field is the cost: {tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t.cost == 40),
+        "the named field is the cost: {tasks:?}"
+    );
 
     let arrivals = api.arrivals(mock_server::DEFAULT_SERVICE).unwrap();
     assert_eq!(arrivals.len(), 6);
     // A budget is a debt (README): at most one task's cost over it in any window, so 3 × 40.
     let busiest = pacing::most_in_any_window(&arrivals, Duration::from_secs(2));
-    assert!(busiest * 40 <= 100 + 40, "{busiest} calls of cost 40 within 2 s: {arrivals:?}");
+    assert!(
+        busiest * 40 <= 100 + 40,
+        "{busiest} calls of cost 40 within 2 s: {arrivals:?}"
+    );
     // Spent, not ignored: 240 units at 50 per second put the sixth call 4 s after the first.
     let mut sorted = arrivals.clone();
     sorted.sort_unstable();

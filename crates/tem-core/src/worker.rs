@@ -27,7 +27,9 @@ use crate::lane::{Lane, Limits, Readiness};
 use crate::limit::{AdaptiveConcurrency, Aimd, BreakerState, CircuitBreaker, ConcurrencyPermit};
 use crate::outcome::TaskError;
 use crate::retry::RetryPolicy;
-use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow, SharedLimits, SpentRate, limit_row};
+use crate::store::{
+    ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow, SharedLimits, SpentRate, limit_row,
+};
 use crate::task::TaskId;
 use crate::time::Millis;
 use crate::{executor, lease};
@@ -599,8 +601,9 @@ async fn claim_and_spawn(
     } else {
         lane.rate_spent_by(start_by).map(|tat| SpentRate {
             row: limit_row(shared.options.batch, "rate", &lane.key),
-            tat_us: crate::time::now_us()
-                .saturating_add(i64::try_from(tat.saturating_duration_since(Instant::now()).as_micros()).unwrap_or(i64::MAX)),
+            tat_us: crate::time::now_us().saturating_add(
+                i64::try_from(tat.saturating_duration_since(Instant::now()).as_micros()).unwrap_or(i64::MAX),
+            ),
         })
     };
     let request = ClaimRequest {
