@@ -106,13 +106,18 @@ async fn a_frozen_worker_whose_leases_were_taken_over_writes_nothing_when_thawed
             let first = attempts.first().expect("attempts");
             assert_eq!(first.outcome, AttemptOutcome::LeaseExpired, "{attempts:?}");
             assert!(
-                first.worker.as_deref().is_some_and(|w| w.contains(&format!("-{stale_pid}-"))),
+                first
+                    .worker
+                    .as_deref()
+                    .is_some_and(|w| w.contains(&format!("-{stale_pid}-"))),
                 "{attempts:?}"
             );
             let last = attempts.last().expect("attempts");
             assert_eq!(last.outcome, AttemptOutcome::Succeeded, "{attempts:?}");
             assert!(
-                last.worker.as_deref().is_some_and(|w| w.contains(&format!("-{live_pid}-"))),
+                last.worker
+                    .as_deref()
+                    .is_some_and(|w| w.contains(&format!("-{live_pid}-"))),
                 "{attempts:?}"
             );
         }

@@ -53,11 +53,12 @@ impl PgStore {
     /// Connects to `url` and applies pending migrations (under Postgres's advisory lock, so
     /// processes starting together migrate once).
     pub async fn open(url: &str, options: &EngineOptions) -> Result<Self> {
-        let connect = PgConnectOptions::from_str(url).map_err(|e| Error::InvalidUrl {
-            url: redact(url),
-            reason: e.to_string(),
-        })?
-        .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
         // One connection first: a server that is not there is said so at once, instead of after
         // the pool has retried for its whole acquire timeout.
         let probe = sqlx::ConnectOptions::connect(&connect)
