@@ -2,6 +2,7 @@
 //! that sees every call a worker makes, an echo API for `tem run-batch`, and process helpers. The tests themselves are the `*.rs` files beside `src/`.
 
 pub mod binary;
+pub mod cli;
 pub mod echo;
 pub mod pacing;
 pub mod recorder;

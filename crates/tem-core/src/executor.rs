@@ -125,6 +125,11 @@ async fn run(
                 if let Some(gate) = &lane.start_gate {
                     gate.acquire().await;
                 }
+                // Past what the durable rate state covers, a start could outrun a rerun's
+                // quota after a kill: back to the queue, unstarted.
+                if task.start_by.is_some_and(|by| Instant::now() > by) {
+                    return Gate::GiveBack;
+                }
                 Gate::Go(admission)
             }
             give_back => give_back,

@@ -132,6 +132,21 @@ impl Lane {
         }
     }
 
+    /// The most spent this key's rate (admission and start gate) can be once every grant taken
+    /// by `by` is used; `None` without a rate.
+    pub fn rate_spent_by(&self, by: Instant) -> Option<Instant> {
+        let rate = self.rate.as_ref()?;
+        let gate = self.start_gate.as_ref().map(|gate| gate.spent_by(by));
+        Some(rate.spent_by(by).max(gate.unwrap_or(by)))
+    }
+
+    /// Continues the key's rate from a schedule an earlier run spent up to `tat`.
+    pub fn restore_rate(&self, tat: Instant) {
+        for rate in self.rate.iter().chain(self.start_gate.iter()) {
+            rate.restore(tat);
+        }
+    }
+
     /// When the key's pause ends, if it is paused at `now`.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
         self.lock().paused_until.filter(|&t| t > now)

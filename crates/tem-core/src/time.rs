@@ -16,6 +16,14 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
+/// The current wall-clock time in microseconds since the Unix epoch (rate schedules).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// A duration as whole milliseconds, saturating instead of overflowing.
 pub fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -27,13 +27,22 @@ use crate::lane::{Lane, Limits, Readiness};
 use crate::limit::{AdaptiveConcurrency, Aimd, BreakerState, CircuitBreaker, ConcurrencyPermit};
 use crate::outcome::TaskError;
 use crate::retry::RetryPolicy;
-use crate::store::{ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow, SharedLimits};
+use crate::store::{
+    ClaimRequest, ClaimResult, ClaimedTask, Next, OutcomeRow, SharedLimits, SpentRate, limit_row,
+};
 use crate::task::TaskId;
 use crate::time::Millis;
 use crate::{executor, lease};
 
 /// How far ahead a rate-limited lane may reserve grants for one claim.
 const RATE_LOOKAHEAD: Duration = Duration::from_millis(20);
+
+/// On a database whose limits live in each process (SQLite), how long after its claim a task of
+/// a rate-limited key may start. The claim makes durable the rate state that starts until then
+/// can reach, so a rerun after a kill resumes from it; a start later than this (a stalled
+/// machine) gives the task back instead. The price: a rerun right after a kill waits up to this
+/// long (plus one interval) for its first call.
+const START_WITHIN: Duration = Duration::from_secs(1);
 
 /// What a worker does with the in-flight tasks of a batch that is interrupted or cancelled
 /// while they run. Either way it claims no more of that batch's tasks, and gives back the ones
@@ -290,6 +299,7 @@ impl Worker {
 
     async fn run_loop(self, until_idle: bool) -> Result<RunReport> {
         let shared = Arc::new(self.into_shared()?);
+        restore_rates(&shared).await?;
         let keeper_stop = CancellationToken::new();
         // If this future is dropped mid-run (its owner gave up on it), stop renewing leases: the
         // tasks it held must expire and be rescued, not stay leased forever.
@@ -390,6 +400,26 @@ impl Worker {
             released: AtomicU64::new(0),
         })
     }
+}
+
+/// Continues each rate-limited key from how far earlier runs of the same batch spent it (a
+/// killed run's last claims included), so a rerun cannot start with a fresh quota.
+async fn restore_rates(shared: &Shared) -> Result<()> {
+    let store = shared.engine.store();
+    for lane in shared.lanes.iter().filter(|lane| lane.rate.is_some()) {
+        let row = limit_row(shared.options.batch, "rate", &lane.key);
+        let spent = shared
+            .engine
+            .patiently("read the rate state", || store.spent_rate(&row))
+            .await?;
+        if let Some(tat_us) = spent {
+            let ahead = tat_us.saturating_sub(crate::time::now_us());
+            if let Ok(ahead) = u64::try_from(ahead) {
+                lane.restore_rate(Instant::now() + Duration::from_micros(ahead));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Follows this process's progress events: a batch stopped here is acted on at once (other
@@ -563,7 +593,21 @@ async fn claim_and_spawn(
         None if lane.budget.is_some() => None,
         None => Some(capacity.clone()),
     };
+    // Every start this claim's grants can lead to, made durable with the claim (SQLite; a
+    // shared database keeps the schedule itself).
+    let start_by = Instant::now() + START_WITHIN;
+    let spent_rate = if shared.engine.store().is_shared() {
+        None
+    } else {
+        lane.rate_spent_by(start_by).map(|tat| SpentRate {
+            row: limit_row(shared.options.batch, "rate", &lane.key),
+            tat_us: crate::time::now_us().saturating_add(
+                i64::try_from(tat.saturating_duration_since(Instant::now()).as_micros()).unwrap_or(i64::MAX),
+            ),
+        })
+    };
     let request = ClaimRequest {
+        spent_rate: spent_rate.clone(),
         owner: shared.owner.clone(),
         types_json: lane.types_json.clone(),
         batch: shared.options.batch,
@@ -611,7 +655,10 @@ async fn claim_and_spawn(
         lane.mark_idle(Instant::now() + shared.options.poll_interval);
         return Ok(());
     }
-    let claimed = shared.keep_for(slots.len(), claimed, &lane);
+    let mut claimed = shared.keep_for(slots.len(), claimed, &lane);
+    if spent_rate.is_some() {
+        claimed.iter_mut().for_each(|task| task.start_by = Some(start_by));
+    }
     let unused = grants.len().saturating_sub(claimed.len());
     refund(&lane, grants.split_off(grants.len() - unused));
     // Run permits first: the first tasks start now, the rest wait in the buffer.
@@ -1207,6 +1254,7 @@ mod tests {
             lease: Duration::from_secs(60),
             pause_key: Some(lane.key.clone()),
             shared: SharedLimits::default(),
+            spent_rate: None,
         };
         let ClaimResult::Claimed(claimed) = engine.committer().claim(request, None).await.unwrap() else {
             panic!("claimed nothing");

@@ -276,6 +276,18 @@ impl Gcra {
     pub fn set_quota(&mut self, quota: Quota) {
         self.quota = quota;
     }
+
+    /// The most spent the schedule can be after any grants taken no later than `by`: a grant
+    /// at `t` needs `tat - tolerance <= t` and moves `tat` one interval past `max(tat, t)`.
+    pub fn spent_by(&self, by: Instant) -> Instant {
+        let bound = by + self.quota.tolerance() + self.quota.interval();
+        self.tat.map_or(bound, |tat| tat.max(bound))
+    }
+
+    /// Continues from a schedule spent up to `tat` (an earlier run's); never moves back.
+    pub fn restore(&mut self, tat: Instant) {
+        self.tat = Some(self.tat.map_or(tat, |current| current.max(tat)));
+    }
 }
 
 /// A shareable, FIFO-fair async rate limiter over [`Gcra`].
@@ -342,6 +354,16 @@ impl RateLimiter {
     /// The quota in force.
     pub fn quota(&self) -> Quota {
         self.with(|g| g.quota())
+    }
+
+    /// See [`Gcra::spent_by`].
+    pub fn spent_by(&self, by: Instant) -> Instant {
+        self.with(|g| g.spent_by(by))
+    }
+
+    /// See [`Gcra::restore`].
+    pub fn restore(&self, tat: Instant) {
+        self.with(|g| g.restore(tat));
     }
 
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Gcra) -> T) -> T {
@@ -488,6 +510,42 @@ mod tests {
         assert_eq!(g.try_take(t0).unwrap_err() - t0, Duration::from_secs(30));
         g.credit(t0, 250);
         assert_eq!(g.try_take(t0).unwrap_err() - t0, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_schedule_restored_from_its_bound_holds_the_window_across_a_restart() {
+        for burst in [1, 4] {
+            let quota = Quota::new(10, Duration::from_secs(1))
+                .unwrap()
+                .with_burst(burst)
+                .unwrap();
+            let t0 = Instant::now();
+            let kill = t0 + Duration::from_millis(1_234);
+            // A greedy run until the kill, bounded beforehand as a claim bounds it.
+            let mut run = Gcra::new(quota);
+            let bound = run.spent_by(kill);
+            let (mut grants, mut now) = (Vec::new(), t0);
+            while now <= kill {
+                while run.try_take(now).is_ok() {
+                    grants.push(now);
+                }
+                now += Duration::from_millis(1);
+            }
+            // Its successor starts at the kill, from the bound, and is greedy too.
+            let mut next = Gcra::new(quota);
+            next.restore(bound);
+            let mut now = kill;
+            while now < kill + Duration::from_secs(3) {
+                while next.try_take(now).is_ok() {
+                    grants.push(now);
+                }
+                now += Duration::from_millis(1);
+            }
+            assert!(max_in_window(&grants, quota.period) <= 10, "burst {burst}");
+            // A fresh limiter would not have held it.
+            let mut fresh = Gcra::new(quota);
+            assert!(fresh.try_take(kill).is_ok() && run.try_take(kill).is_err());
+        }
     }
 
     #[test]

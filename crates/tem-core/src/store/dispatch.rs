@@ -33,6 +33,16 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
+    /// How far earlier runs spent the rate limit of `row` ([`super::limit_row`]), in
+    /// microseconds since the epoch. Postgres keeps the schedule itself in that row and reads it
+    /// in every claim, so there is nothing to restore.
+    pub async fn spent_rate(&self, row: &str) -> Result<Option<i64>> {
+        match self {
+            Store::Sqlite(store) => store.spent_rate(row).await,
+            Store::Postgres(_) => Ok(None),
+        }
+    }
+
     /// Calls `wake` whenever another process enqueued work or made tasks runnable, until it
     /// returns false (a no-op on SQLite, whose processes share one machine and poll cheaply).
     pub fn listen_for_work(&self, wake: impl Fn() -> bool + Send + Sync + 'static) {

@@ -37,6 +37,25 @@ pub(crate) fn criteria_json(
     Ok(Some(json.into()))
 }
 
+/// The `limit_rate` row of a limit (`rate` or `budget`) of a key: per batch when the worker
+/// serves one (a batch's limits are its own), else per limit key. Both backends key it so.
+pub(crate) fn limit_row(batch: Option<BatchId>, limit: &str, key: &str) -> String {
+    match batch {
+        Some(batch) => format!("batch {} {limit}: {key}", batch.0),
+        None => format!("{limit}: {key}"),
+    }
+}
+
+/// How far a process's rate limit may have been spent (a GCRA timestamp on the wall clock),
+/// made durable in the claim that spends it, before any of the claim's calls can start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SpentRate {
+    /// The row ([`limit_row`]).
+    pub row: String,
+    /// Microseconds since the Unix epoch; a row only ever moves forward.
+    pub tat_us: i64,
+}
+
 /// A worker asking for up to `max` runnable tasks of some types.
 #[derive(Clone, Debug)]
 pub(crate) struct ClaimRequest {
@@ -53,6 +72,9 @@ pub(crate) struct ClaimRequest {
     /// Limits that hold for every process on the database together (backends that serve many
     /// processes; SQLite serves one machine and keeps limits in each process).
     pub shared: SharedLimits,
+    /// The key's rate state to make durable with this claim, on a backend whose limits live in
+    /// each process (SQLite): what a killed run's successor resumes from.
+    pub spent_rate: Option<SpentRate>,
 }
 
 /// Limits one claim must respect together with every other process's claims.
@@ -106,6 +128,9 @@ pub(crate) struct ClaimedTask {
     pub lease_token: i64,
     /// Its start slot in a shared rate schedule: the call must not start before.
     pub not_before: Option<tokio::time::Instant>,
+    /// The durable rate state covers starts only until then: later, the task is given back
+    /// unstarted.
+    pub start_by: Option<tokio::time::Instant>,
 }
 
 /// Where a task goes after an attempt.

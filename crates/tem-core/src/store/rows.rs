@@ -170,6 +170,7 @@ pub(crate) fn claimed_task(row: &impl Columns) -> Result<(ClaimedTask, i64)> {
             payload: row.text(6)?,
             lease_token: row.int(7)?,
             not_before: None,
+            start_by: None,
         },
         row.int(8)?,
     ))

@@ -42,14 +42,23 @@ pub(crate) struct PgStore {
 /// How long the pool tries to hand out a connection before the attempt counts as failed.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the server lets one of our transactions sit idle before it ends the session. A
+/// process frozen mid-transaction (SIGSTOP, a paused VM, a swap storm) would otherwise hold the
+/// batch row it locked and stall every other process on the batch until it thawed. Our
+/// transactions send their statements back to back, so they never idle this long; an ended one
+/// reaches its process as a dropped connection, retried as transient, and its writes are fenced.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 impl PgStore {
     /// Connects to `url` and applies pending migrations (under Postgres's advisory lock, so
     /// processes starting together migrate once).
     pub async fn open(url: &str, options: &EngineOptions) -> Result<Self> {
-        let connect = PgConnectOptions::from_str(url).map_err(|e| Error::InvalidUrl {
-            url: redact(url),
-            reason: e.to_string(),
-        })?;
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
         // One connection first: a server that is not there is said so at once, instead of after
         // the pool has retried for its whole acquire timeout.
         let probe = sqlx::ConnectOptions::connect(&connect)

@@ -73,14 +73,7 @@ impl Slots {
     }
 }
 
-/// The row of a shared limit: per batch when the claim names one (a batch's limits are its
-/// own), else per limit key.
-pub(super) fn row_key(batch: Option<crate::batch::BatchId>, limit: &str, key: &str) -> String {
-    match batch {
-        Some(batch) => format!("batch {} {limit}: {key}", batch.0),
-        None => format!("{limit}: {key}"),
-    }
-}
+pub(super) use crate::store::limit_row as row_key;
 
 /// Microseconds per unit of `quota` at its sustained pace.
 pub(super) fn interval_us(quota: Quota) -> i64 {

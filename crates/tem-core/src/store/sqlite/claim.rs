@@ -100,6 +100,10 @@ pub(super) fn push(program: &mut Program, request: &ClaimRequest, now: Millis) -
             ],
         )?,
     };
+    // In the claim's own transaction: none of its calls starts before this is durable.
+    if let Some(spent) = &request.spent_rate {
+        super::spent_rate::push(program, spent)?;
+    }
     // Tells an empty claim "paused until" from "nothing to do"; a primary-key probe.
     let pause = program.push(
         "SELECT until FROM limit_pause WHERE key = ? AND until > ?",

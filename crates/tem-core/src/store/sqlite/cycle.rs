@@ -121,6 +121,7 @@ mod tests {
             lease,
             pause_key: None,
             shared: Default::default(),
+            spent_rate: None,
         }
     }
 

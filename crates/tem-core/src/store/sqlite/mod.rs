@@ -15,6 +15,7 @@ mod lease;
 mod program;
 mod query;
 mod report;
+mod spent_rate;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -170,8 +171,9 @@ async fn check_is_ours(path: &std::path::Path, create_if_missing: bool, read_onl
         .map_err(|e| not_ours_or(e, shown()))?;
     let _ = sqlx::Connection::close(conn).await;
     // Every table one of ours (a database mid-migration by another process has only some).
-    const TEM_TABLES: [&str; 6] = [
+    const TEM_TABLES: [&str; 7] = [
         "_sqlx_migrations",
+        "limit_rate",
         "batch",
         "task",
         "task_attempt",
