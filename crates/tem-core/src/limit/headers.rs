@@ -221,7 +221,9 @@ fn ietf<'a>(text: &impl Fn(&str) -> Option<&'a str>) -> Reading {
     if states.is_empty() {
         // Only policies: the strictest per second.
         return reading(
-            policies.iter().min_by(|a, b| a.per_second().total_cmp(&b.per_second())),
+            policies
+                .iter()
+                .min_by(|a, b| a.per_second().total_cmp(&b.per_second())),
             None,
         );
     }
@@ -332,7 +334,9 @@ fn rfc3339_unix(text: &str) -> Option<f64> {
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = text.get(range)?;
-        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -557,8 +561,14 @@ mod tests {
         let cases = [
             (vec![("retry-after", "7")], Some(7_000)),
             (vec![("retry-after", "1.5")], Some(1_500)),
-            (vec![("retry-after", "7"), ("retry-after-ms", "6250")], Some(6_250)),
-            (vec![("retry-after", "Sun, 06 Dec 2026 21:40:30 GMT")], Some(30_000)),
+            (
+                vec![("retry-after", "7"), ("retry-after-ms", "6250")],
+                Some(6_250),
+            ),
+            (
+                vec![("retry-after", "Sun, 06 Dec 2026 21:40:30 GMT")],
+                Some(30_000),
+            ),
             (vec![("retry-after", "Sun, 06 Dec 2026 21:39:30 GMT")], Some(0)),
             (vec![("retry-after", "soon")], None),
             (vec![("retry-after", "-3")], None),

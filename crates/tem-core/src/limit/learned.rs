@@ -190,7 +190,13 @@ impl LearnedLimits {
 
     /// The call behind `ticket` ended; `headers` is what its answer said of limits (`None`: no
     /// answer came), `actual` what it really counted where that differs from its demand.
-    pub fn answered(&self, ticket: Ticket, headers: Option<&RateLimitHeaders>, actual: Option<Demand>, now: Instant) {
+    pub fn answered(
+        &self,
+        ticket: Ticket,
+        headers: Option<&RateLimitHeaders>,
+        actual: Option<Demand>,
+        now: Instant,
+    ) {
         self.with(|s| s.answered(ticket, headers, actual, now));
         self.news.notify_waiters();
     }
@@ -272,7 +278,13 @@ impl State {
         Ticket(self.next_id)
     }
 
-    fn answered(&mut self, ticket: Ticket, headers: Option<&RateLimitHeaders>, actual: Option<Demand>, now: Instant) {
+    fn answered(
+        &mut self,
+        ticket: Ticket,
+        headers: Option<&RateLimitHeaders>,
+        actual: Option<Demand>,
+        now: Instant,
+    ) {
         self.heard = true;
         let Ticket(id) = ticket;
         if let Some(sent) = self.sent.iter_mut().find(|s| s.id == id) {
@@ -286,7 +298,8 @@ impl State {
                 let Some(reading) = headers.get(meter) else {
                     continue;
                 };
-                let (Some(limit), Some(remaining), Some(reset)) = (reading.limit, reading.remaining, reading.reset)
+                let (Some(limit), Some(remaining), Some(reset)) =
+                    (reading.limit, reading.remaining, reading.reset)
                 else {
                     continue;
                 };
@@ -424,7 +437,12 @@ mod tests {
         gate.acquire(Demand::request()).await;
         assert_eq!(gate.room(Instant::now()), Room::WhenAnswered);
         // The third's answer: 2 left of the window it counted in.
-        gate.answered(third, Some(&said(Meter::Requests, 5, 2, 1000)), None, Instant::now());
+        gate.answered(
+            third,
+            Some(&said(Meter::Requests, 5, 2, 1000)),
+            None,
+            Instant::now(),
+        );
         // Two started after it: none left until its reset.
         assert_eq!(
             gate.room(Instant::now()),
@@ -443,7 +461,12 @@ mod tests {
         // 200 left: a typical call (400) does not fit before the reset.
         assert_eq!(gate.room(now), Room::At(now + Duration::from_secs(60)));
         // It really counted 100: 500 left now.
-        gate.answered(second, None, Some(Demand::request().with(Meter::Tokens, 100)), now);
+        gate.answered(
+            second,
+            None,
+            Some(Demand::request().with(Meter::Tokens, 100)),
+            now,
+        );
         let small = Demand::request().with(Meter::Tokens, 200);
         let third = gate.acquire(small).await;
         assert_eq!(Instant::now(), now, "fits without waiting");
