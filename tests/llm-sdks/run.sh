@@ -45,7 +45,7 @@ start() {
   exit 1
 }
 
-quiet=(--first-token-ms 0,0 --per-token-ms 1,2 --seed 7 --api-key sk-test)
+quiet=(--first-token 0ms --per-token 1ms,2ms --seed 7 --api-key sk-test)
 openai_url="$(start --kind openai --rpm 1000 --tpm 1000000 "${quiet[@]}")"
 openai_tight="$(start --kind openai --rpm 1 --tpm 1000000 "${quiet[@]}")"
 anthropic_url="$(start --kind anthropic --rpm 1000 --itpm 1000000 --otpm 100000 "${quiet[@]}")"

@@ -4,11 +4,13 @@
 
 mod commands;
 mod config;
+mod duration_flag;
 mod plan;
 mod progress;
 mod rehearsal;
 mod report_view;
 mod run;
+mod signal;
 mod suggest;
 mod usage;
 
@@ -49,7 +51,7 @@ enum Command {
     /// Find an API's concurrency and rate limits within a request budget (and write them to tem.toml).
     Detect(commands::detect::Args),
     /// Serve an HTTP API simulator (rate limits, concurrency caps, errors) or a Teraslice mock.
-    MockServer(commands::mock_server::Args),
+    MockServer(Box<commands::mock_server::Args>),
     /// Durable Streams: `tem streams serve` runs an append-only HTTP stream server.
     Streams(commands::streams::Args),
 }
@@ -114,7 +116,7 @@ fn main() -> ExitCode {
             Command::Batch(args) => commands::batch::run(args).await,
             Command::Demo(args) => commands::demo::run_command(args).await,
             Command::Detect(args) => commands::detect::run(args).await,
-            Command::MockServer(args) => commands::mock_server::run(args).await,
+            Command::MockServer(args) => commands::mock_server::run(*args).await,
             Command::Streams(args) => commands::streams::run(args).await,
         }
     });

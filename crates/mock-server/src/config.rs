@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::key_case::{self, KeyCase};
 use crate::provider::{Provider, ProviderConfig};
 
 /// How requests are counted against `rateLimit`.
@@ -85,7 +86,29 @@ pub struct ServiceConfig {
     pub error_simulation: Option<ErrorSimulation>,
     pub budget: Option<Budget>,
     pub headers: Headers,
+    /// Answer 200 with the request itself (method, path, query, headers, body) instead of the
+    /// original's body, so a client's templates can be checked.
+    pub echo: bool,
 }
+
+/// A generic service's keys.
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "maxConcurrency",
+    "rateLimit",
+    "delayMs",
+    "errorSimulation",
+    "budget",
+    "headers",
+    "echo",
+];
+/// `rateLimit`'s keys.
+pub(crate) const RATE_LIMIT_KEYS: &[&str] = &["limit", "windowMs", "algorithm"];
+/// `errorSimulation`'s keys.
+pub(crate) const ERROR_SIMULATION_KEYS: &[&str] = &["rate", "statusCode", "errorMessage"];
+/// `budget`'s keys.
+pub(crate) const BUDGET_KEYS: &[&str] = &["limit", "windowMs", "costHeader", "costField"];
+/// `headers`' keys.
+pub(crate) const HEADERS_KEYS: &[&str] = &["retryAfter", "rateLimitOn429", "rateLimitOnSuccess"];
 
 /// The original's default latency when `delayMs` is omitted.
 pub const DEFAULT_DELAY_MS: [u64; 2] = [10, 200];
@@ -120,6 +143,7 @@ impl ServiceConfig {
             error_simulation: None,
             budget: None,
             headers: Headers::default(),
+            echo: false,
         }
     }
 
@@ -129,18 +153,7 @@ impl ServiceConfig {
         let object = value
             .as_object()
             .ok_or_else(|| bad("(body)", "must be a JSON object"))?;
-        known(
-            object,
-            "",
-            &[
-                "maxConcurrency",
-                "rateLimit",
-                "delayMs",
-                "errorSimulation",
-                "budget",
-                "headers",
-            ],
-        )?;
+        known(object, "", SERVICE_KEYS)?;
         let max_concurrency = integer(object.get("maxConcurrency"), "maxConcurrency", 1)?;
         let rate = object
             .get("rateLimit")
@@ -148,7 +161,7 @@ impl ServiceConfig {
         let rate = rate
             .as_object()
             .ok_or_else(|| bad("rateLimit", "must be an object {\"limit\": N, \"windowMs\": MS}"))?;
-        known(rate, "rateLimit.", &["limit", "windowMs", "algorithm"])?;
+        known(rate, "rateLimit.", RATE_LIMIT_KEYS)?;
         let rate_limit = RateLimit {
             limit: integer(rate.get("limit"), "rateLimit.limit", 1)?,
             window_ms: integer(rate.get("windowMs"), "rateLimit.windowMs", 1)?,
@@ -177,7 +190,7 @@ impl ServiceConfig {
         let error_simulation = match object.get("errorSimulation") {
             None | Some(Value::Null) => None,
             Some(Value::Object(e)) => {
-                known(e, "errorSimulation.", &["rate", "statusCode", "errorMessage"])?;
+                known(e, "errorSimulation.", ERROR_SIMULATION_KEYS)?;
                 let rate = e
                     .get("rate")
                     .and_then(Value::as_f64)
@@ -208,7 +221,7 @@ impl ServiceConfig {
         let budget = match object.get("budget") {
             None | Some(Value::Null) => None,
             Some(Value::Object(b)) => {
-                known(b, "budget.", &["limit", "windowMs", "costHeader", "costField"])?;
+                known(b, "budget.", BUDGET_KEYS)?;
                 let text = |key: &str| -> Result<Option<String>, ConfigError> {
                     match b.get(key) {
                         None | Some(Value::Null) => Ok(None),
@@ -233,11 +246,7 @@ impl ServiceConfig {
         let headers = match object.get("headers") {
             None | Some(Value::Null) => Headers::default(),
             Some(Value::Object(h)) => {
-                known(
-                    h,
-                    "headers.",
-                    &["retryAfter", "rateLimitOn429", "rateLimitOnSuccess"],
-                )?;
+                known(h, "headers.", HEADERS_KEYS)?;
                 let flag = |key: &str| -> Result<bool, ConfigError> {
                     match h.get(key) {
                         None | Some(Value::Null) => Ok(true),
@@ -253,6 +262,11 @@ impl ServiceConfig {
             }
             Some(_) => return Err(bad("headers", "must be an object of booleans")),
         };
+        let echo = match object.get("echo") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("echo", "must be true or false")),
+        };
         Ok(ServiceConfig {
             max_concurrency,
             rate_limit,
@@ -260,6 +274,7 @@ impl ServiceConfig {
             error_simulation,
             budget,
             headers,
+            echo,
         })
     }
 
@@ -315,7 +330,18 @@ pub enum Definition {
 const KINDS: &str = "generic, openai, anthropic";
 
 impl Definition {
-    /// Parses and validates a service of any kind.
+    /// Parses and validates a service of any kind, its keys in either case (`maxConcurrency` or
+    /// `max_concurrency`); errors name keys in the case the service was written in, `prefer`
+    /// when it used neither (or both).
+    pub fn from_json_any_case(value: &Value, prefer: KeyCase) -> Result<Self, ConfigError> {
+        let (camel, seen) = key_case::to_camel(value)?;
+        Definition::from_json(&camel).map_err(|e| match seen.case(prefer) {
+            KeyCase::Snake => key_case::snake_error(e),
+            KeyCase::Camel => e,
+        })
+    }
+
+    /// Parses and validates a service of any kind (camelCase keys).
     pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
         let object = value
             .as_object()

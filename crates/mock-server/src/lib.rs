@@ -7,14 +7,17 @@
 //! limit; and a mock of the Teraslice cluster REST API.
 //!
 //! Map: [`MockServer`] starts either in-process ([`server`]); [`config`] is a service's
-//! configuration and its validation; [`service`] is what happens to one request; [`limit`]
+//! configuration and its validation ([`key_case`]: its keys in camelCase or snake_case);
+//! [`service`] is what happens to one request (`echo`: the answer that shows it back); [`limit`]
 //! holds the rate-limit algorithms; [`stats`] the counters; [`routes`] the simulator's HTTP
 //! surface; [`provider`] the OpenAI- and Anthropic-shaped services (their wire formats, token
 //! limits and rate-limit headers); [`client`] a typed client; [`teraslice`] the cluster mock.
 
 pub mod client;
 pub mod config;
+mod echo;
 mod error;
+pub mod key_case;
 mod limit;
 pub mod provider;
 pub mod routes;
@@ -28,6 +31,7 @@ pub use config::{
     Algorithm, Budget, ConfigError, Definition, ErrorSimulation, Headers, RateLimit, ServiceConfig,
 };
 pub use error::Error;
+pub use key_case::{KeyCase, config_keys};
 pub use provider::{Latency, Limits, Provider, ProviderConfig};
 pub use routes::{DEFAULT_SERVICE, Mode};
 pub use server::{MockServer, MockServerBuilder, ServerState};

@@ -11,7 +11,8 @@
 //! | `/mock/{name}/v1/…` | 400 `invalid_params` | an `openai` or `anthropic` service's routes |
 //! | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models` | the default service's provider routes | 404 `not_found` |
 //! | `GET /stats` | the default service's stats | every service's stats |
-//! | anything else | 404 `not_found` | same |
+//! | any other path, any method (`/v1/answer/7`) | a generic default service answers; a provider's 404 `not_found` | 404 `not_found` |
+//! | an unknown method on a route above, or any other `/service/…` | 404 `not_found` | same |
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -155,6 +156,8 @@ pub(crate) fn router(simulator: Arc<Simulator>) -> Router {
         .route("/v1/messages", post(call_default_provider))
         .route("/v1/messages/count_tokens", post(call_default_provider))
         .route("/v1/models", get(call_default_provider))
+        .route("/mock", any(call_named_bare))
+        .route("/{*path}", any(call_any_path))
         .with_state(simulator)
 }
 
@@ -198,7 +201,8 @@ async fn create(State(sim): State<Arc<Simulator>>, Path(name): Path<String>, bod
             });
         }
     };
-    let config = match Definition::from_json(&value) {
+    // The API speaks camelCase, as the original; tem.toml's snake_case is accepted as well.
+    let config = match Definition::from_json_any_case(&value, crate::KeyCase::Camel) {
         Ok(config) => config,
         Err(e) => return invalid(e),
     };
@@ -250,6 +254,30 @@ async fn call_default(State(sim): State<Arc<Simulator>>, request: Request) -> Re
     match sim.service(DEFAULT_SERVICE) {
         Some(service) => service.call("/", request).await,
         None => error(StatusCode::NOT_FOUND, "service_not_found"),
+    }
+}
+
+/// `/mock` without a name: as `/mock/{name}` with an unknown one in multi mode.
+async fn call_named_bare(State(sim): State<Arc<Simulator>>) -> Response {
+    if sim.mode == Mode::Single {
+        return error(StatusCode::BAD_REQUEST, "invalid_params");
+    }
+    error(StatusCode::NOT_FOUND, "service_not_found")
+}
+
+/// Any other path: single mode's generic service answers it, so a client's real paths
+/// (`/v1/answer/{id}`) can be tried against it unchanged. The control routes' own prefix
+/// (`/service/…`) never reaches the service.
+async fn call_any_path(State(sim): State<Arc<Simulator>>, request: Request) -> Response {
+    if sim.mode == Mode::Multi || request.uri().path().starts_with("/service/") {
+        return not_found().await;
+    }
+    match sim.service(DEFAULT_SERVICE) {
+        Some(service @ Backend::Generic(_)) => {
+            let path = request.uri().path().to_owned();
+            service.call(&path, request).await
+        }
+        _ => not_found().await,
     }
 }
 

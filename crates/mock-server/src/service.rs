@@ -5,7 +5,8 @@
 //! 2. Concurrency: a request beyond `maxConcurrency` in flight gets 503.
 //! 3. Rate (and budget): a request over the quota gets 429, with `Retry-After` and
 //!    `X-RateLimit-*`; nothing is taken from the quota for it.
-//! 4. Latency, uniform in `delayMs`; then 200 with the original's body.
+//! 4. Latency, uniform in `delayMs`; then 200 with the original's body (or, with `echo`, the
+//!    request as JSON).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -20,6 +22,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::config::ServiceConfig;
+use crate::echo::echo;
 use crate::limit::{Decision, Limiter, SlidingWindow, limiter};
 use crate::stats::{ArrivalLog, Recorder, Stats, StatusCounts};
 
@@ -93,20 +96,27 @@ impl Service {
         self.arrivals.snapshot()
     }
 
-    /// Answers one request. The body is read only when the budget takes its cost from it.
+    /// Answers one request. The body is read only when the budget takes its cost from it, or
+    /// the service echoes it.
     pub async fn call(&self, request: axum::extract::Request) -> Response {
         self.arrivals.arrived(Instant::now());
         let (parts, body) = request.into_parts();
-        let body = match &self.config.budget {
-            Some(budget) if budget.cost_field.is_some() => {
-                axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default()
-            }
-            _ => Bytes::new(),
+        let wanted = self.config.echo
+            || self
+                .config
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.cost_field.is_some());
+        let body = if wanted {
+            axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default()
+        } else {
+            Bytes::new()
         };
-        self.answer_request(&parts.headers, &body).await
+        self.answer_request(&parts, &body).await
     }
 
-    async fn answer_request(&self, headers: &HeaderMap, body: &Bytes) -> Response {
+    async fn answer_request(&self, parts: &Parts, body: &Bytes) -> Response {
+        let headers = &parts.headers;
         let started_ms = epoch_ms();
         let started = Instant::now();
 
@@ -176,6 +186,10 @@ impl Service {
         if self.config.headers.rate_limit_on_success {
             self.rate_headers(&mut headers, &decision);
         }
+        if self.config.echo {
+            self.statuses.count(200);
+            return (StatusCode::OK, headers, axum::Json(echo(parts, body))).into_response();
+        }
         // The original's success body, written directly: it is the hot path of every benchmark.
         let body = format!(
             r#"{{"requestId":"{}","meta":{{"ts":{started_ms},"rt":{}}},"data":"ok"}}"#,
@@ -234,7 +248,7 @@ impl Service {
     }
 }
 
-/// Largest request body read for a budget cost field.
+/// Largest request body read for a budget cost field or an echo.
 const MAX_BODY: usize = 1024 * 1024;
 
 /// The service's shared handle.

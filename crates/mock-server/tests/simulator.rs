@@ -173,12 +173,65 @@ async fn single_mode_routes() {
         (status, e["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_params"))
     );
+    for (method, path) in [("GET", "/v1/answer/7"), ("DELETE", "/a/b?c=d"), ("PUT", "/x")] {
+        let response = http
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{method} {path}: any path reaches the service"
+        );
+    }
+    for (method, path) in [("GET", "/shutdown"), ("GET", "/service/x/y"), ("PUT", "/stats")] {
+        let response = http
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::NOT_FOUND,
+            "{method} {path}: control routes stay apart"
+        );
+    }
     let (status, stats) = body(http.get(format!("{url}/stats")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         (stats["requests"].as_u64(), stats["byStatus"]["200"].as_u64()),
-        (Some(2), Some(2))
+        (Some(5), Some(5))
     );
+}
+
+#[tokio::test]
+async fn an_echo_service_answers_with_the_request_it_received() {
+    let mut config = ServiceConfig::new(10, 100, 1000);
+    config.echo = true;
+    let server = MockServer::builder()
+        .service("echo", config)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (status, shown) = body(
+        http.post(format!("{}/mock/echo?q=1", server.url()))
+            .header("x-trace", "abc")
+            .json(&json!({"id": 7}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["method"], "POST");
+    assert_eq!(shown["path"], "/mock/echo");
+    assert_eq!(shown["query"], "q=1");
+    assert_eq!(shown["headers"]["x-trace"], "abc");
+    assert_eq!(shown["json"]["id"], 7);
+    assert_eq!(server.stats("echo").unwrap().requests, 1);
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -103,12 +103,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "single",
             "--port",
             "0",
-            "--delay-ms",
-            "0,0",
+            "--delay",
+            "0ms",
             "--limit",
             "1000000000",
-            "--window-ms",
-            "1000",
+            "--window",
+            "1s",
             "--max-concurrency",
             "1000000",
         ]))?;
@@ -118,10 +118,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let mut command = Command::new(&tem);
             command.args(["mock-server", "--kind", args.kind.name(), "--port", "0"]);
             command.args([
-                "--first-token-ms",
-                "0,0",
-                "--per-token-ms",
-                "0,0",
+                "--first-token",
+                "0ms",
+                "--per-token",
+                "0ms",
                 "--rpm",
                 "1000000000",
             ]);

@@ -119,34 +119,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     let stop = server.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::signal::wait_for_stop().await;
         stop.cancel();
     });
     server.wait().await.context("the server failed")?;
     let _ = writeln!(std::io::stderr(), "streams server stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Ctrl-C or SIGTERM (what `kill` and service managers send).
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

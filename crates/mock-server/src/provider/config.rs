@@ -100,6 +100,22 @@ pub struct ProviderConfig {
     pub default_max_tokens: u64,
 }
 
+/// An LLM-shaped service's keys.
+pub(crate) const PROVIDER_KEYS: &[&str] = &[
+    "kind",
+    "maxConcurrency",
+    "limits",
+    "models",
+    "windowMs",
+    "latency",
+    "apiKey",
+    "rateLimitHeaders",
+    "seed",
+    "defaultMaxTokens",
+];
+/// `latency`'s keys.
+pub(crate) const LATENCY_KEYS: &[&str] = &["firstTokenMs", "perTokenMs"];
+
 /// The providers' window: a minute.
 pub const MINUTE_MS: u64 = 60_000;
 
@@ -122,22 +138,7 @@ impl ProviderConfig {
 
     /// Parses and validates; unknown fields, and limits the provider does not have, are refused.
     pub fn from_json(provider: Provider, object: &Map<String, Value>) -> Result<Self, ConfigError> {
-        known(
-            object,
-            "",
-            &[
-                "kind",
-                "maxConcurrency",
-                "limits",
-                "models",
-                "windowMs",
-                "latency",
-                "apiKey",
-                "rateLimitHeaders",
-                "seed",
-                "defaultMaxTokens",
-            ],
-        )?;
+        known(object, "", PROVIDER_KEYS)?;
         let mut config = ProviderConfig::new(provider);
         config.latency = Latency::DEFAULT;
         let present = |key: &str| object.get(key).filter(|v| !v.is_null());
@@ -170,7 +171,7 @@ impl ProviderConfig {
                     "must be an object {\"firstTokenMs\": [min, max], \"perTokenMs\": [min, max]}",
                 )
             })?;
-            known(l, "latency.", &["firstTokenMs", "perTokenMs"])?;
+            known(l, "latency.", LATENCY_KEYS)?;
             if let Some(v) = l.get("firstTokenMs").filter(|v| !v.is_null()) {
                 config.latency.first_token_ms = range(v, "latency.firstTokenMs")?;
             }
