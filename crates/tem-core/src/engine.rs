@@ -12,7 +12,7 @@ use crate::events::Event;
 use crate::interrupt::InterruptionCriteria;
 use crate::outage::Outage;
 use crate::retry::RetryPolicy;
-use crate::store::{KeyPause, Store};
+use crate::store::{Deleted, KeyPause, Store};
 use crate::task::{Attempt, NewTask, Task, TaskFilter, TaskId};
 use crate::worker::{Worker, WorkerOptions};
 
@@ -280,6 +280,13 @@ impl Engine {
         let (cancelled, progress) = self.inner.store.cancel(batch).await?;
         let _ = self.inner.events.send(Event::Progress(progress));
         Ok(cancelled)
+    }
+
+    /// Deletes a batch with its tasks, their attempts, its interruptions and its rate state, in
+    /// one transaction, so its code can be used again. Refused with [`Error::BatchRunning`]
+    /// while a worker holds any of its tasks.
+    pub async fn delete_batch(&self, batch: BatchId) -> Result<Deleted> {
+        self.inner.store.delete_batch(batch).await
     }
 
     /// Limit keys paused now, by a Retry-After or an open circuit, in any process.

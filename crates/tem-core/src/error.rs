@@ -56,6 +56,13 @@ pub enum Error {
         operation: &'static str,
     },
 
+    /// A worker holds some of the batch's tasks (live leases): it cannot be deleted under it.
+    #[error(
+        "batch `{code}` is running: {running} task(s) are held by a live worker. Stop it first \
+         (`tem batch interrupt {code}`, or stop the run-batch process) and wait for its calls to finish"
+    )]
+    BatchRunning { code: String, running: u64 },
+
     /// Another process enqueued into the batch since its task count was read.
     #[error("batch `{code}` has {found} tasks, expected {expected}: another process is adding to it")]
     TotalChanged { code: String, expected: i64, found: i64 },

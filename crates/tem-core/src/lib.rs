@@ -64,8 +64,8 @@ pub use lane::Limits;
 pub use outcome::{ErrorKind, TaskError, Verdict, classify};
 pub use report::{BatchReport, DEFAULT_TOP_ERRORS, ErrorGroup, RetryAnalysis, Spread, StuckTask, Timing};
 pub use retry::{Jitter, RetryPolicy};
-pub use store::KeyPause;
 /// A database URL as messages may show it: the password replaced by `***`.
 pub use store::redact_url;
+pub use store::{Deleted, KeyPause};
 pub use task::{Attempt, AttemptOutcome, NewTask, Task, TaskFilter, TaskId, TaskStatus};
 pub use worker::{OnInterrupt, RunReport, Shutdown, Worker, WorkerOptions};

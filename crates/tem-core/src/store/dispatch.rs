@@ -86,6 +86,8 @@ forward! {
     fn resume(&self, batch: BatchId) -> Result<(Resumed, BatchProgress)>;
     fn retry_failed(&self, batch: BatchId) -> Result<(u64, BatchProgress)>;
     fn cancel(&self, batch: BatchId) -> Result<(u64, BatchProgress)>;
+    /// Removes the batch and everything of it, in one transaction; refused while it runs.
+    fn delete_batch(&self, batch: BatchId) -> Result<super::Deleted>;
     fn task(&self, id: TaskId) -> Result<Option<Task>>;
     fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     fn attempts(&self, task: TaskId) -> Result<Vec<Attempt>>;

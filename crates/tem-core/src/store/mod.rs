@@ -12,6 +12,7 @@ pub(crate) use crate::events::BatchProgress;
 use crate::task::{AttemptOutcome, TaskId};
 use crate::time::Millis;
 
+pub(crate) mod delete;
 mod dispatch;
 pub(crate) mod outcome_json;
 pub(crate) mod postgres;
@@ -19,6 +20,7 @@ pub(crate) mod rows;
 pub(crate) mod sqlite;
 mod steer;
 
+pub use delete::Deleted;
 pub(crate) use dispatch::Store;
 pub use postgres::redact as redact_url;
 

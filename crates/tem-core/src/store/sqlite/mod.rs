@@ -9,6 +9,7 @@ mod batches;
 mod claim;
 mod complete;
 mod cycle;
+mod delete;
 mod enqueue;
 mod interrupt;
 mod lease;
